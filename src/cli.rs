@@ -1,0 +1,122 @@
+//! Command line: `switchyard serve` and its flags. Every flag can also be set through the
+//! environment variable named beside it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::logging::LogFormat;
+use crate::registry::config::{Defaults, Device};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Serve ONNX models over the Open Inference Protocol (KServe V2), REST and gRPC"
+)]
+pub struct Cli {
+    /// Log format.
+    #[arg(
+        long,
+        env = "SWITCHYARD_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the models of a registry.
+    Serve(Box<ServeArgs>),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Registry folder: <model>/<version>/model.onnx, with optional <model>/config.toml.
+    #[arg(long, env = "SWITCHYARD_MODEL_REPOSITORY", default_value = "models")]
+    pub model_repository: PathBuf,
+
+    /// Address to listen on.
+    #[arg(long, env = "SWITCHYARD_HOST", default_value = "0.0.0.0")]
+    pub host: String,
+
+    /// REST port (0 picks a free one; the chosen port is logged).
+    #[arg(long, env = "SWITCHYARD_HTTP_PORT", default_value_t = 8000)]
+    pub http_port: u16,
+
+    /// gRPC port (0 picks a free one; the chosen port is logged).
+    #[arg(long, env = "SWITCHYARD_GRPC_PORT", default_value_t = 8001)]
+    pub grpc_port: u16,
+
+    /// Largest request body accepted, in bytes (REST body and gRPC message); larger gets 413.
+    #[arg(long, env = "SWITCHYARD_MAX_REQUEST_SIZE", default_value_t = 64 * 1024 * 1024)]
+    pub max_request_size: usize,
+
+    /// Path of libonnxruntime.so (default: beside the binary, then the copy `cargo build` fetched).
+    #[arg(long, env = "ORT_DYLIB_PATH")]
+    pub ort_library: Option<PathBuf>,
+
+    /// Ready only when every model version selected in the registry loaded (Triton's default);
+    /// otherwise ready once the initial load has finished, whatever failed.
+    #[arg(long, env = "SWITCHYARD_STRICT_READINESS", default_value_t = false)]
+    pub strict_readiness: bool,
+
+    /// Seconds to wait for in-flight requests on shutdown.
+    #[arg(long, env = "SWITCHYARD_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
+    pub shutdown_timeout_secs: u64,
+
+    /// Default sessions per model version (config.toml `runtime.instances` overrides).
+    #[arg(long, env = "SWITCHYARD_INSTANCES", default_value_t = crate::registry::config::default_instances())]
+    pub instances: usize,
+
+    /// Default ONNX Runtime intra-op threads per session; 0 = one per core.
+    #[arg(long, env = "SWITCHYARD_INTRA_OP_THREADS", default_value_t = 1)]
+    pub intra_op_threads: usize,
+
+    /// Default device: cpu, cuda or cuda:N.
+    #[arg(long, env = "SWITCHYARD_DEVICE", default_value = "cpu", value_parser = Device::parse)]
+    pub device: Device,
+
+    /// Default largest batch in rows; 0 disables batching.
+    #[arg(long, env = "SWITCHYARD_MAX_BATCH_SIZE", default_value_t = 64)]
+    pub max_batch_size: usize,
+
+    /// Default time the first request of a batch may wait for more, in microseconds.
+    #[arg(long, env = "SWITCHYARD_MAX_QUEUE_DELAY_US", default_value_t = 0)]
+    pub max_queue_delay_us: u64,
+
+    /// Default most requests waiting per model version; beyond it callers get 429.
+    #[arg(long, env = "SWITCHYARD_MAX_QUEUE_SIZE", default_value_t = 1024)]
+    pub max_queue_size: usize,
+
+    /// Default queue deadline in microseconds for requests that set no `timeout`; 0 = none.
+    #[arg(long, env = "SWITCHYARD_DEFAULT_TIMEOUT_US", default_value_t = 0)]
+    pub default_timeout_us: u64,
+}
+
+impl ServeArgs {
+    /// Settings with every default, as `switchyard serve` with no flags (for tests and embedding).
+    pub fn with_repository(path: impl Into<PathBuf>) -> Self {
+        let mut args = Cli::parse_from(["switchyard", "serve"]);
+        let Command::Serve(serve) = &mut args.command;
+        serve.model_repository = path.into();
+        (**serve).clone()
+    }
+
+    pub fn defaults(&self) -> Defaults {
+        Defaults {
+            max_batch_size: self.max_batch_size,
+            max_queue_delay_us: self.max_queue_delay_us,
+            max_queue_size: self.max_queue_size.max(1),
+            default_timeout_us: self.default_timeout_us,
+            instances: self.instances.max(1),
+            intra_op_threads: self.intra_op_threads,
+            device: self.device,
+        }
+    }
+}

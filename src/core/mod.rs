@@ -1,0 +1,5 @@
+//! Protocol-agnostic types: what every front end decodes into and encodes from.
+
+pub mod infer;
+pub mod signature;
+pub mod tensor;

@@ -1,0 +1,335 @@
+//! A model's signature (its input and output tensors) and the validation of requests against it.
+//!
+//! Every rule a request must satisfy lives here, so REST and gRPC reject the same request with the
+//! same message.
+
+use std::fmt;
+
+use crate::core::infer::InferRequest;
+use crate::core::tensor::{DataType, Tensor, TensorData, element_count};
+use crate::error::{Error, Result};
+
+/// One input or output of a model. `-1` in `shape` marks a dimension of variable size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSpec {
+    pub name: String,
+    pub datatype: DataType,
+    pub shape: Vec<i64>,
+}
+
+impl fmt::Display for TensorSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "'{}' ({} {})",
+            self.name,
+            self.datatype,
+            ShapeFmt(&self.shape)
+        )
+    }
+}
+
+/// Formats a shape as `[-1,30]`.
+pub struct ShapeFmt<'a>(pub &'a [i64]);
+
+impl fmt::Display for ShapeFmt<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[")?;
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{d}")?;
+        }
+        f.write_str("]")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signature {
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+}
+
+/// A request that fits the signature: inputs in the model's order, requested outputs resolved.
+#[derive(Debug, Clone)]
+pub struct ValidRequest {
+    /// One tensor per model input, in the signature's order.
+    pub inputs: Vec<Tensor>,
+    /// Indices into `Signature::outputs` of the outputs to return, in the caller's order.
+    pub outputs: Vec<usize>,
+    /// Rows along the first dimension when the request can be merged with others into a batch.
+    pub rows: Option<usize>,
+}
+
+impl Signature {
+    /// True when every input and output has a variable first dimension, so requests can be
+    /// stacked along it and outputs split back by row.
+    pub fn batchable(&self) -> bool {
+        self.inputs
+            .iter()
+            .chain(&self.outputs)
+            .all(|t| t.shape.first() == Some(&-1))
+    }
+
+    fn describe_inputs(&self) -> String {
+        let list: Vec<String> = self.inputs.iter().map(ToString::to_string).collect();
+        list.join(", ")
+    }
+
+    /// Checks names, datatypes, ranks, fixed dimensions and element counts; reorders the inputs
+    /// into signature order and resolves the requested outputs.
+    pub fn validate(&self, req: InferRequest) -> Result<ValidRequest> {
+        let mut slots: Vec<Option<Tensor>> = vec![None; self.inputs.len()];
+        for tensor in req.inputs {
+            let Some(i) = self.inputs.iter().position(|s| s.name == tensor.name) else {
+                return Err(Error::invalid(format!(
+                    "unknown input '{}'; the model expects {}",
+                    tensor.name,
+                    self.describe_inputs()
+                )));
+            };
+            if slots[i].is_some() {
+                return Err(Error::invalid(format!(
+                    "input '{}' is given more than once",
+                    tensor.name
+                )));
+            }
+            check_tensor(&self.inputs[i], &tensor)?;
+            slots[i] = Some(tensor);
+        }
+        let mut inputs = Vec::with_capacity(slots.len());
+        for (spec, slot) in self.inputs.iter().zip(slots) {
+            match slot {
+                Some(t) => inputs.push(t),
+                None => {
+                    return Err(Error::invalid(format!("missing input {spec}")));
+                }
+            }
+        }
+
+        let mut outputs = Vec::with_capacity(req.outputs.len());
+        for name in &req.outputs {
+            let Some(i) = self.outputs.iter().position(|s| &s.name == name) else {
+                let names: Vec<&str> = self.outputs.iter().map(|o| o.name.as_str()).collect();
+                return Err(Error::invalid(format!(
+                    "unknown output '{name}'; the model's outputs are {}",
+                    names.join(", ")
+                )));
+            };
+            if outputs.contains(&i) {
+                return Err(Error::invalid(format!(
+                    "output '{name}' is requested more than once"
+                )));
+            }
+            outputs.push(i);
+        }
+        if outputs.is_empty() {
+            outputs = (0..self.outputs.len()).collect();
+        }
+
+        let rows = if self.batchable() {
+            let first = inputs[0].shape[0];
+            inputs
+                .iter()
+                .all(|t| t.shape[0] == first)
+                .then_some(first as usize)
+        } else {
+            None
+        };
+        Ok(ValidRequest {
+            inputs,
+            outputs,
+            rows,
+        })
+    }
+}
+
+fn check_tensor(spec: &TensorSpec, t: &Tensor) -> Result<()> {
+    let name = &spec.name;
+    let shape = ShapeFmt(&t.shape);
+    if t.datatype() != spec.datatype {
+        return Err(Error::invalid(format!(
+            "input '{name}' has datatype {}, but the model expects {}",
+            t.datatype(),
+            spec.datatype
+        )));
+    }
+    if t.shape.iter().any(|&d| d < 0) {
+        return Err(Error::invalid(format!(
+            "input '{name}' has shape {shape} with a negative dimension"
+        )));
+    }
+    if t.shape.len() != spec.shape.len() {
+        return Err(Error::invalid(format!(
+            "input '{name}' has shape {shape} of rank {}, but the model expects rank {} ({})",
+            t.shape.len(),
+            spec.shape.len(),
+            ShapeFmt(&spec.shape)
+        )));
+    }
+    for (i, (&got, &want)) in t.shape.iter().zip(&spec.shape).enumerate() {
+        if want >= 0 && got != want {
+            return Err(Error::invalid(format!(
+                "input '{name}' has shape {shape}, but the model expects {} (dimension {i} must be {want})",
+                ShapeFmt(&spec.shape)
+            )));
+        }
+    }
+    let Some(expected) = element_count(&t.shape) else {
+        return Err(Error::invalid(format!(
+            "input '{name}' has shape {shape}, which holds too many elements"
+        )));
+    };
+    if expected == 0 {
+        return Err(Error::invalid(format!(
+            "input '{name}' has shape {shape}, which holds no elements"
+        )));
+    }
+    if t.data.len() != expected {
+        return Err(Error::invalid(format!(
+            "input '{name}' has shape {shape}, which holds {expected} elements, but {} were given",
+            t.data.len()
+        )));
+    }
+    if let TensorData::Bytes(elements) = &t.data {
+        // ONNX string tensors hold NUL-terminated UTF-8 text.
+        for (i, b) in elements.iter().enumerate() {
+            if std::str::from_utf8(b).is_err() || b.contains(&0) {
+                return Err(Error::invalid(format!(
+                    "input '{name}' element {i} is not UTF-8 text without NUL bytes, \
+                     which an ONNX string tensor requires"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sig() -> Signature {
+        Signature {
+            inputs: vec![
+                TensorSpec {
+                    name: "a".into(),
+                    datatype: DataType::Fp32,
+                    shape: vec![-1, 3],
+                },
+                TensorSpec {
+                    name: "b".into(),
+                    datatype: DataType::Int64,
+                    shape: vec![-1],
+                },
+            ],
+            outputs: vec![
+                TensorSpec {
+                    name: "y".into(),
+                    datatype: DataType::Fp32,
+                    shape: vec![-1, 2],
+                },
+                TensorSpec {
+                    name: "z".into(),
+                    datatype: DataType::Int64,
+                    shape: vec![-1],
+                },
+            ],
+        }
+    }
+
+    fn req(inputs: Vec<Tensor>) -> InferRequest {
+        InferRequest {
+            inputs,
+            ..Default::default()
+        }
+    }
+
+    fn a(rows: i64) -> Tensor {
+        Tensor::new(
+            "a",
+            vec![rows, 3],
+            TensorData::Fp32(vec![0.0; rows as usize * 3]),
+        )
+    }
+    fn b(rows: i64) -> Tensor {
+        Tensor::new("b", vec![rows], TensorData::Int64(vec![0; rows as usize]))
+    }
+
+    fn err(r: InferRequest) -> String {
+        let e = sig().validate(r).unwrap_err();
+        assert_eq!(e.http_status().as_u16(), 400);
+        e.to_string()
+    }
+
+    #[test]
+    fn accepts_any_order_and_reorders() {
+        let v = sig().validate(req(vec![b(2), a(2)])).unwrap();
+        assert_eq!(v.inputs[0].name, "a");
+        assert_eq!(v.outputs, vec![0, 1]);
+        assert_eq!(v.rows, Some(2));
+    }
+
+    #[test]
+    fn different_first_dims_are_not_batchable() {
+        let v = sig().validate(req(vec![a(2), b(3)])).unwrap();
+        assert_eq!(v.rows, None);
+    }
+
+    #[test]
+    fn names_the_problem() {
+        assert!(err(req(vec![a(1)])).contains("missing input 'b' (INT64 [-1])"));
+        assert!(err(req(vec![a(1), b(1), b(1)])).contains("'b' is given more than once"));
+        let e = err(req(vec![
+            a(1),
+            b(1),
+            Tensor::new("c", vec![1], TensorData::Fp32(vec![1.0])),
+        ]));
+        assert!(
+            e.contains("unknown input 'c'") && e.contains("'a' (FP32 [-1,3])"),
+            "{e}"
+        );
+        let e = err(req(vec![
+            Tensor::new("a", vec![1, 3], TensorData::Fp64(vec![0.0; 3])),
+            b(1),
+        ]));
+        assert!(
+            e.contains("datatype FP64") && e.contains("expects FP32"),
+            "{e}"
+        );
+        let e = err(req(vec![
+            Tensor::new("a", vec![3], TensorData::Fp32(vec![0.0; 3])),
+            b(1),
+        ]));
+        assert!(e.contains("rank 1") && e.contains("rank 2"), "{e}");
+        let e = err(req(vec![
+            Tensor::new("a", vec![1, 4], TensorData::Fp32(vec![0.0; 4])),
+            b(1),
+        ]));
+        assert!(e.contains("dimension 1 must be 3"), "{e}");
+        let e = err(req(vec![
+            Tensor::new("a", vec![2, 3], TensorData::Fp32(vec![0.0; 5])),
+            b(2),
+        ]));
+        assert!(e.contains("holds 6 elements, but 5 were given"), "{e}");
+        let e = err(req(vec![
+            Tensor::new("a", vec![-2, 3], TensorData::Fp32(vec![0.0; 6])),
+            b(2),
+        ]));
+        assert!(e.contains("negative"), "{e}");
+        let e = err(req(vec![a(0), b(0)]));
+        assert!(e.contains("no elements"), "{e}");
+    }
+
+    #[test]
+    fn outputs_are_resolved_or_rejected() {
+        let mut r = req(vec![a(1), b(1)]);
+        r.outputs = vec!["z".into()];
+        assert_eq!(sig().validate(r.clone()).unwrap().outputs, vec![1]);
+        r.outputs = vec!["nope".into()];
+        assert!(err(r.clone()).contains("unknown output 'nope'"));
+        r.outputs = vec!["y".into(), "y".into()];
+        assert!(err(r).contains("more than once"));
+    }
+}

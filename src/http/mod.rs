@@ -1,0 +1,255 @@
+//! The REST front end: the Open Inference Protocol (KServe V2) over HTTP, plus `/metrics`.
+//!
+//! Handlers only translate between HTTP and the [`Service`]; every rule lives behind it.
+
+pub mod body;
+pub mod codec;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::core::infer::Protocol;
+use crate::core::signature::TensorSpec;
+use crate::error::Error;
+use crate::service::{self, ModelMetadata, Service};
+
+/// Triton's binary extension header: the length of the JSON part of a body.
+pub const HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
+
+pub struct HttpState {
+    pub service: Arc<Service>,
+    pub metrics: PrometheusHandle,
+    pub max_request_size: usize,
+}
+
+pub fn router(state: Arc<HttpState>) -> Router {
+    Router::new()
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(ready))
+        .route("/v2", get(server_metadata))
+        .route("/v2/models/{model}", get(model_metadata))
+        .route(
+            "/v2/models/{model}/versions/{version}",
+            get(model_metadata_v),
+        )
+        .route("/v2/models/{model}/ready", get(model_ready))
+        .route(
+            "/v2/models/{model}/versions/{version}/ready",
+            get(model_ready_v),
+        )
+        .route("/v2/models/{model}/infer", post(infer))
+        .route("/v2/models/{model}/versions/{version}/infer", post(infer_v))
+        .route("/metrics", get(render_metrics))
+        .fallback(unknown_path)
+        .with_state(state)
+}
+
+/// The V2 error body: `{"error": "<message>"}` with the status the error variant decides.
+pub fn error_response(e: &Error) -> Response {
+    (
+        e.http_status(),
+        axum::Json(json!({ "error": e.to_string() })),
+    )
+        .into_response()
+}
+
+async fn unknown_path(uri: axum::http::Uri) -> Response {
+    error_response(&Error::NotFound(format!(
+        "no such endpoint: {}",
+        uri.path()
+    )))
+}
+
+async fn live(State(s): State<Arc<HttpState>>) -> Response {
+    let live = s.service.live();
+    let status = if live {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(json!({ "live": live }))).into_response()
+}
+
+async fn ready(State(s): State<Arc<HttpState>>) -> Response {
+    let ready = s.service.ready();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(json!({ "ready": ready }))).into_response()
+}
+
+async fn server_metadata() -> Response {
+    axum::Json(json!({
+        "name": service::SERVER_NAME,
+        "version": service::SERVER_VERSION,
+        "extensions": service::EXTENSIONS,
+    }))
+    .into_response()
+}
+
+#[derive(Serialize)]
+struct TensorMetadataJson<'a> {
+    name: &'a str,
+    datatype: &'static str,
+    shape: &'a [i64],
+}
+
+fn tensors(specs: &[TensorSpec]) -> Vec<TensorMetadataJson<'_>> {
+    specs
+        .iter()
+        .map(|t| TensorMetadataJson {
+            name: &t.name,
+            datatype: t.datatype.as_str(),
+            shape: &t.shape,
+        })
+        .collect()
+}
+
+fn metadata_json(m: &ModelMetadata) -> serde_json::Value {
+    let parameters: serde_json::Map<String, serde_json::Value> = m
+        .parameters
+        .iter()
+        .map(|(k, v)| (k.clone(), codec::param_json(v)))
+        .collect();
+    json!({
+        "name": m.name,
+        "versions": m.versions,
+        "platform": m.platform,
+        "inputs": tensors(&m.inputs),
+        "outputs": tensors(&m.outputs),
+        "parameters": parameters,
+    })
+}
+
+async fn model_metadata(state: State<Arc<HttpState>>, Path(model): Path<String>) -> Response {
+    metadata(state, &model, "")
+}
+
+async fn model_metadata_v(
+    state: State<Arc<HttpState>>,
+    Path((model, version)): Path<(String, String)>,
+) -> Response {
+    metadata(state, &model, &version)
+}
+
+fn metadata(State(s): State<Arc<HttpState>>, model: &str, version: &str) -> Response {
+    match s.service.model_metadata(model, version) {
+        Ok(m) => axum::Json(metadata_json(&m)).into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn model_ready(state: State<Arc<HttpState>>, Path(model): Path<String>) -> Response {
+    readiness(state, &model, "")
+}
+
+async fn model_ready_v(
+    state: State<Arc<HttpState>>,
+    Path((model, version)): Path<(String, String)>,
+) -> Response {
+    readiness(state, &model, &version)
+}
+
+fn readiness(State(s): State<Arc<HttpState>>, model: &str, version: &str) -> Response {
+    match s.service.model_ready(model, version) {
+        Ok(ready) => {
+            let status = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            (status, axum::Json(json!({ "name": model, "ready": ready }))).into_response()
+        }
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn infer(
+    state: State<Arc<HttpState>>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    run_infer(state, model, String::new(), headers, body).await
+}
+
+async fn infer_v(
+    state: State<Arc<HttpState>>,
+    Path((model, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    run_infer(state, model, version, headers, body).await
+}
+
+async fn run_infer(
+    State(s): State<Arc<HttpState>>,
+    model: String,
+    version: String,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let decoded = match body::read(body, &headers, s.max_request_size).await {
+        Ok(bytes) => body::header_length(&headers)
+            .and_then(|header_len| codec::decode_request(&bytes, header_len)),
+        Err(e) => Err(e),
+    };
+    let (request, format) = match decoded {
+        Ok((r, f)) => (Ok(r), f),
+        Err(e) => (Err(e), codec::OutputFormat::default()),
+    };
+    let result = s
+        .service
+        .infer(Protocol::Http, started, &model, &version, request)
+        .await
+        .and_then(|resp| codec::encode_response(&resp, &format));
+    match result {
+        Ok((bytes, None)) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            bytes,
+        )
+            .into_response(),
+        Ok((bytes, Some(json_len))) => (
+            [
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                ),
+                (
+                    header::HeaderName::from_static(HEADER_CONTENT_LENGTH),
+                    HeaderValue::from(json_len),
+                ),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn render_metrics(State(s): State<Arc<HttpState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        s.metrics.render(),
+    )
+        .into_response()
+}

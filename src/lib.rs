@@ -1,0 +1,24 @@
+//! Switchyard: a model-serving gateway for ONNX models speaking the Open Inference Protocol.
+//!
+//! Where things live:
+//! - `http` (and `grpc`): protocol front ends, thin adapters over [`service`];
+//! - `core`: protocol-agnostic tensors, requests, signatures and validation;
+//! - `batching`: the per-version queue, batcher thread and workers;
+//! - `runtime`: ONNX Runtime (library loading, sessions) behind a small `Backend` trait;
+//! - `registry`: where models come from (folder backend, `config.toml`);
+//! - `models`: the live model table and loading;
+//! - `monitoring`: Prometheus metrics.
+
+pub mod batching;
+pub mod cli;
+pub mod core;
+pub mod error;
+pub mod http;
+pub mod logging;
+pub mod models;
+pub mod monitoring;
+pub mod registry;
+pub mod runtime;
+pub mod server;
+pub mod service;
+pub mod shutdown;

@@ -1,0 +1,177 @@
+//! Loading one version: read, verify, build sessions, warm up, start the scheduler. Runs on a
+//! blocking thread, never on the serving path; any failure is a message for the status API.
+
+use std::time::{Instant, SystemTime};
+
+use ort::environment::Environment;
+use sha2::{Digest, Sha256};
+
+use crate::batching::Scheduler;
+use crate::core::signature::Signature;
+use crate::core::tensor::{Tensor, TensorData};
+use crate::models::version::LoadedVersion;
+use crate::monitoring::metrics::VersionMetrics;
+use crate::registry::config::Resolved;
+use crate::registry::{METADATA_FILE, MODEL_FILE, Registry};
+use crate::runtime::Backend;
+use crate::runtime::onnx::{self, LoadOptions};
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The `sha256` a version's metadata.json promises for its model.onnx, if it has one.
+fn expected_sha256(
+    registry: &dyn Registry,
+    model: &str,
+    version: u64,
+) -> Result<Option<String>, String> {
+    let Some(bytes) = registry
+        .read(model, Some(version), METADATA_FILE)
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(None);
+    };
+    let meta: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("{METADATA_FILE} is not valid JSON: {e}"))?;
+    match meta.get("sha256") {
+        None => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s.to_ascii_lowercase())),
+        Some(other) => Err(format!(
+            "{METADATA_FILE}: \"sha256\" must be a hex string, found {other}"
+        )),
+    }
+}
+
+/// One row of zeros (empty strings for BYTES) per input, with variable dimensions set to 1.
+pub fn warmup_inputs(signature: &Signature) -> Vec<Tensor> {
+    signature
+        .inputs
+        .iter()
+        .map(|spec| {
+            let shape: Vec<i64> = spec
+                .shape
+                .iter()
+                .map(|&d| if d < 0 { 1 } else { d })
+                .collect();
+            let n = shape.iter().product::<i64>().max(0) as usize;
+            let data = match TensorData::from_le_bytes(
+                spec.datatype,
+                &vec![0u8; n * spec.datatype.element_size().unwrap_or(4)],
+            ) {
+                Ok(d) => d,
+                Err(_) => TensorData::with_capacity(spec.datatype, n),
+            };
+            Tensor::new(spec.name.clone(), shape, data)
+        })
+        .collect()
+}
+
+pub fn load_version(
+    registry: &dyn Registry,
+    env: &Environment,
+    model: &str,
+    version: u64,
+    settings: &Resolved,
+) -> Result<LoadedVersion, String> {
+    let started = Instant::now();
+    let bytes = registry
+        .read(model, Some(version), MODEL_FILE)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{model}/{version}/{MODEL_FILE} does not exist"))?;
+    let sha256 = sha256_hex(&bytes);
+    if let Some(expected) = expected_sha256(registry, model, version)?
+        && expected != sha256
+    {
+        return Err(format!(
+            "{MODEL_FILE} has sha256 {sha256}, but {METADATA_FILE} says {expected}: \
+             the file is corrupt, truncated or was replaced without updating its metadata"
+        ));
+    }
+    let rt = &settings.runtime;
+    let loaded = onnx::load(
+        env,
+        &bytes,
+        &LoadOptions {
+            instances: rt.instances,
+            intra_op_threads: rt.intra_op_threads,
+            device: rt.device,
+        },
+    )?;
+    let signature = loaded.signature;
+    let mut backends: Vec<Box<dyn Backend>> = Vec::with_capacity(loaded.sessions.len());
+    let warm = warmup_inputs(&signature);
+    for mut session in loaded.sessions {
+        // The first run of a session allocates and plans; pay it here, not on a caller.
+        session
+            .run(&warm)
+            .map_err(|e| format!("warm-up inference failed: {e}"))?;
+        backends.push(Box::new(session));
+    }
+    let max_batch_size = if signature.batchable() {
+        settings.batching.max_batch_size
+    } else {
+        0
+    };
+    let mut batching = settings.batching.clone();
+    batching.max_batch_size = max_batch_size;
+    let scheduler = Scheduler::start(
+        format!("model '{model}' version {version}"),
+        &format!("{model}-{version}"),
+        batching,
+        backends,
+        VersionMetrics::new(model, version),
+    )
+    .map_err(|e| format!("cannot start the scheduler threads: {e}"))?;
+    Ok(LoadedVersion {
+        model: model.to_string(),
+        version,
+        signature,
+        settings: settings.clone(),
+        max_batch_size,
+        scheduler,
+        provider: loaded.provider,
+        sha256,
+        loaded_at: SystemTime::now(),
+        load_duration: started.elapsed(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::signature::TensorSpec;
+    use crate::core::tensor::DataType;
+
+    #[test]
+    fn sha256_is_lowercase_hex() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn warmup_inputs_fill_variable_dims_with_one() {
+        let sig = Signature {
+            inputs: vec![
+                TensorSpec {
+                    name: "x".into(),
+                    datatype: DataType::Fp32,
+                    shape: vec![-1, 4],
+                },
+                TensorSpec {
+                    name: "s".into(),
+                    datatype: DataType::Bytes,
+                    shape: vec![-1],
+                },
+            ],
+            outputs: vec![],
+        };
+        let w = warmup_inputs(&sig);
+        assert_eq!(w[0].shape, vec![1, 4]);
+        assert_eq!(w[0].data, TensorData::Fp32(vec![0.0; 4]));
+        assert_eq!(w[1].data, TensorData::Bytes(vec![vec![]]));
+    }
+}

@@ -1,0 +1,56 @@
+//! One loaded model version: its signature, its settings and its scheduler (which owns the
+//! sessions). Requests hold an `Arc` to it, so a version being replaced or unloaded finishes the
+//! requests it already has and is freed when the last of them ends.
+
+use std::time::{Duration, SystemTime};
+
+use crate::batching::Scheduler;
+use crate::core::infer::{InferRequest, InferResponse, Parameters};
+use crate::core::signature::Signature;
+use crate::error::{Error, Result};
+use crate::registry::config::Resolved;
+
+pub struct LoadedVersion {
+    pub model: String,
+    pub version: u64,
+    pub signature: Signature,
+    pub settings: Resolved,
+    /// Rows per batch actually used: 0 when the signature cannot be batched.
+    pub max_batch_size: usize,
+    pub scheduler: Scheduler,
+    /// ONNX Runtime execution provider, e.g. `CPUExecutionProvider`.
+    pub provider: &'static str,
+    /// sha256 of the model.onnx bytes that were loaded.
+    pub sha256: String,
+    pub loaded_at: SystemTime,
+    pub load_duration: Duration,
+}
+
+impl LoadedVersion {
+    /// Validates the request against the signature, runs it through the scheduler and keeps
+    /// the outputs the caller asked for.
+    pub async fn infer(&self, req: InferRequest) -> Result<InferResponse> {
+        let id = req.id.clone();
+        let timeout = req.timeout()?.or(self.settings.batching.default_timeout);
+        let valid = self.signature.validate(req)?;
+        let rows = valid.rows.filter(|_| self.max_batch_size > 0);
+        let done = self.scheduler.run(valid.inputs, rows, timeout).await?;
+        let mut all: Vec<Option<_>> = done.outputs.into_iter().map(Some).collect();
+        let outputs = valid
+            .outputs
+            .iter()
+            .map(|&i| {
+                all.get_mut(i)
+                    .and_then(Option::take)
+                    .ok_or_else(|| Error::Internal(format!("the runtime returned no output #{i}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(InferResponse {
+            model_name: self.model.clone(),
+            model_version: self.version,
+            id,
+            outputs,
+            parameters: Parameters::new(),
+        })
+    }
+}

@@ -1,0 +1,190 @@
+//! Prometheus metrics (`metrics` facade + `metrics-exporter-prometheus`), rendered at `/metrics`.
+//!
+//! Names carry the `switchyard_` prefix and base units; labels are bounded: `model` and `version`
+//! come from the registry (never from a caller's unknown model name), `protocol` and `outcome`
+//! from fixed sets. The semantics follow Triton's where both have the metric: inference rows vs
+//! executions give the average batch size.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::core::infer::Protocol;
+
+pub const REQUESTS: &str = "switchyard_requests_total";
+pub const REQUEST_DURATION: &str = "switchyard_request_duration_seconds";
+pub const QUEUE_DURATION: &str = "switchyard_queue_duration_seconds";
+pub const COMPUTE_DURATION: &str = "switchyard_compute_duration_seconds";
+pub const INFERENCE_ROWS: &str = "switchyard_inference_rows_total";
+pub const EXECUTIONS: &str = "switchyard_executions_total";
+pub const BATCH_SIZE: &str = "switchyard_batch_size_rows";
+pub const PENDING: &str = "switchyard_pending_requests";
+pub const MODEL_READY: &str = "switchyard_model_version_ready";
+pub const LOAD_DURATION: &str = "switchyard_model_load_duration_seconds";
+pub const LOAD_FAILURES: &str = "switchyard_model_load_failures_total";
+
+/// The `model` label for requests naming a model the server does not have: keeps cardinality
+/// bounded whatever callers send.
+pub const UNKNOWN_MODEL: &str = "_unknown";
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
+];
+const LOAD_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder (once) and returns the handle that renders it.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("_duration_seconds".into()),
+                    LATENCY_BUCKETS,
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(LOAD_DURATION.into()), LOAD_BUCKETS)
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), BATCH_BUCKETS)
+                })
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+            }
+            describe();
+            // Histograms buffer samples until drained; drain them even if nobody scrapes.
+            let upkeep = handle.clone();
+            let _ = std::thread::Builder::new()
+                .name("sy-metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
+                });
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        REQUESTS,
+        "Inference requests by model, version, protocol and outcome (success or an error label)."
+    );
+    describe_histogram!(
+        REQUEST_DURATION,
+        Unit::Seconds,
+        "Time from receiving an inference request to having its response ready."
+    );
+    describe_histogram!(
+        QUEUE_DURATION,
+        Unit::Seconds,
+        "Time a request waited in its version's queue before its batch ran."
+    );
+    describe_histogram!(
+        COMPUTE_DURATION,
+        Unit::Seconds,
+        "Time one model execution (a batch) took, inputs and outputs included."
+    );
+    describe_counter!(
+        INFERENCE_ROWS,
+        "Rows inferred (a batch of n rows counts n), as Triton's nv_inference_count."
+    );
+    describe_counter!(
+        EXECUTIONS,
+        "Model executions (batches), as Triton's nv_inference_exec_count."
+    );
+    describe_histogram!(BATCH_SIZE, "Rows per model execution.");
+    describe_gauge!(PENDING, "Requests waiting in a version's queue.");
+    describe_gauge!(
+        MODEL_READY,
+        "1 when a model version is loaded and ready, 0 otherwise."
+    );
+    describe_histogram!(
+        LOAD_DURATION,
+        Unit::Seconds,
+        "Time to load, check and warm a model version."
+    );
+    describe_counter!(LOAD_FAILURES, "Model versions that failed to load.");
+}
+
+/// Counts one finished inference request.
+pub fn record_request(
+    model: &str,
+    version: &str,
+    protocol: Protocol,
+    outcome: &'static str,
+    elapsed: Duration,
+) {
+    let model = model.to_string();
+    let version = version.to_string();
+    let protocol = protocol.as_str();
+    metrics::counter!(REQUESTS, "model" => model.clone(), "version" => version.clone(),
+        "protocol" => protocol, "outcome" => outcome)
+    .increment(1);
+    metrics::histogram!(REQUEST_DURATION, "model" => model, "version" => version, "protocol" => protocol)
+        .record(elapsed.as_secs_f64());
+}
+
+/// Handles for one loaded version's scheduler metrics, created once at load.
+#[derive(Clone)]
+pub struct VersionMetrics {
+    pub queue_duration: Histogram,
+    pub compute_duration: Histogram,
+    pub inference_rows: Counter,
+    pub executions: Counter,
+    pub batch_size: Histogram,
+    pub pending: Gauge,
+}
+
+impl VersionMetrics {
+    pub fn new(model: &str, version: u64) -> Self {
+        let labels = [
+            ("model", model.to_string()),
+            ("version", version.to_string()),
+        ];
+        Self {
+            queue_duration: metrics::histogram!(QUEUE_DURATION, &labels),
+            compute_duration: metrics::histogram!(COMPUTE_DURATION, &labels),
+            inference_rows: metrics::counter!(INFERENCE_ROWS, &labels),
+            executions: metrics::counter!(EXECUTIONS, &labels),
+            batch_size: metrics::histogram!(BATCH_SIZE, &labels),
+            pending: metrics::gauge!(PENDING, &labels),
+        }
+    }
+
+    /// Handles that record nowhere, for schedulers outside a server (tests, benchmarks).
+    pub fn noop() -> Self {
+        Self {
+            queue_duration: Histogram::noop(),
+            compute_duration: Histogram::noop(),
+            inference_rows: Counter::noop(),
+            executions: Counter::noop(),
+            batch_size: Histogram::noop(),
+            pending: Gauge::noop(),
+        }
+    }
+}
+
+pub fn set_version_ready(model: &str, version: u64, ready: bool) {
+    metrics::gauge!(MODEL_READY, "model" => model.to_string(), "version" => version.to_string())
+        .set(if ready { 1.0 } else { 0.0 });
+}
+
+pub fn record_load(model: &str, elapsed: Duration, ok: bool) {
+    metrics::histogram!(LOAD_DURATION, "model" => model.to_string()).record(elapsed.as_secs_f64());
+    let failures = metrics::counter!(LOAD_FAILURES, "model" => model.to_string());
+    failures.increment(if ok { 0 } else { 1 });
+}

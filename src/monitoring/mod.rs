@@ -1,0 +1,3 @@
+//! Monitoring: Prometheus metrics today; the feature log and skew detection live here too.
+
+pub mod metrics;

@@ -1,0 +1,359 @@
+//! Per-model `config.toml`, and its resolution against the server-wide defaults.
+//!
+//! ```toml
+//! version_policy = { latest = 1 }   # or "all" (default), or { specific = [1, 3] }
+//!
+//! [batching]
+//! max_batch_size = 64        # rows; 0 = never merge requests
+//! max_queue_delay_us = 500   # how long the first request of a batch may wait for company
+//! preferred_batch_sizes = [] # send one of these sizes as soon as it can be formed
+//! max_queue_size = 1024      # requests waiting; beyond it callers get 429
+//! default_timeout_us = 0     # queue deadline for requests that set none; 0 = none
+//!
+//! [runtime]
+//! instances = 2              # sessions that may run at once
+//! intra_op_threads = 1       # ONNX Runtime threads per session; 0 = one per core
+//! device = "cpu"             # or "cuda" / "cuda:N"
+//! ```
+//! Unknown keys are errors, so a typo never silently falls back to a default.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    #[serde(default)]
+    pub version_policy: VersionPolicy,
+    #[serde(default)]
+    pub batching: BatchingSection,
+    #[serde(default)]
+    pub runtime: RuntimeSection,
+}
+
+/// Which of the versions present in the registry are served (Triton's `version_policy`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum VersionPolicy {
+    /// Every version present.
+    #[default]
+    All,
+    /// The N highest versions.
+    Latest(u32),
+    /// Exactly these versions (those present).
+    Specific(Vec<u64>),
+}
+
+impl VersionPolicy {
+    /// The versions to serve out of `available` (ascending in, ascending out).
+    pub fn select(&self, available: &[u64]) -> Vec<u64> {
+        match self {
+            Self::All => available.to_vec(),
+            Self::Latest(n) => {
+                let skip = available.len().saturating_sub(*n as usize);
+                available[skip..].to_vec()
+            }
+            Self::Specific(wanted) => available
+                .iter()
+                .copied()
+                .filter(|v| wanted.contains(v))
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchingSection {
+    pub max_batch_size: Option<usize>,
+    pub max_queue_delay_us: Option<u64>,
+    pub preferred_batch_sizes: Option<Vec<usize>>,
+    pub max_queue_size: Option<usize>,
+    pub default_timeout_us: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSection {
+    pub instances: Option<usize>,
+    pub intra_op_threads: Option<usize>,
+    pub device: Option<String>,
+}
+
+/// Where a version's sessions run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    Cuda(u32),
+}
+
+impl Device {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Self::Cuda)
+                .ok_or_else(|| {
+                    format!("unknown device '{s}' (expected \"cpu\", \"cuda\" or \"cuda:N\")")
+                }),
+        }
+    }
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Cpu => f.write_str("cpu"),
+            Self::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+/// Server-wide defaults for what `config.toml` leaves out (set by flags).
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    pub max_batch_size: usize,
+    pub max_queue_delay_us: u64,
+    pub max_queue_size: usize,
+    pub default_timeout_us: u64,
+    pub instances: usize,
+    pub intra_op_threads: usize,
+    pub device: Device,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Self {
+            max_batch_size: 64,
+            max_queue_delay_us: 0,
+            max_queue_size: 1024,
+            default_timeout_us: 0,
+            instances: default_instances(),
+            intra_op_threads: 1,
+            device: Device::Cpu,
+        }
+    }
+}
+
+/// One single-threaded session per core (capped): parallelism from a pool of sessions rather
+/// than from ONNX Runtime's intra-op threads, which oversubscribe small machines.
+pub fn default_instances() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 16)
+}
+
+/// The effective scheduling settings of one model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchSettings {
+    pub max_batch_size: usize,
+    pub max_queue_delay: Duration,
+    pub preferred_batch_sizes: Vec<usize>,
+    pub max_queue_size: usize,
+    pub default_timeout: Option<Duration>,
+}
+
+/// The effective runtime settings of one model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuntimeSettings {
+    pub instances: usize,
+    pub intra_op_threads: usize,
+    pub device: Device,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolved {
+    pub version_policy: VersionPolicy,
+    pub batching: BatchSettings,
+    pub runtime: RuntimeSettings,
+}
+
+const MAX_BATCH: usize = 1 << 16;
+const MAX_INSTANCES: usize = 256;
+
+impl ModelConfig {
+    /// Parses `config.toml`; `origin` names the file in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| format!("{origin}: {}", e.to_string().trim_end()))
+    }
+
+    /// Fills in defaults and checks every value; errors name the file and the key.
+    pub fn resolve(&self, d: &Defaults, origin: &str) -> Result<Resolved, String> {
+        let err = |key: &str, msg: String| Err(format!("{origin}: {key}: {msg}"));
+        let b = &self.batching;
+        let max_batch_size = b.max_batch_size.unwrap_or(d.max_batch_size);
+        if max_batch_size > MAX_BATCH {
+            return err(
+                "batching.max_batch_size",
+                format!("{max_batch_size} is over the limit of {MAX_BATCH}"),
+            );
+        }
+        let mut preferred = b.preferred_batch_sizes.clone().unwrap_or_default();
+        for &p in &preferred {
+            if p == 0 || p > max_batch_size {
+                return err(
+                    "batching.preferred_batch_sizes",
+                    format!("{p} must be between 1 and max_batch_size ({max_batch_size})"),
+                );
+            }
+        }
+        preferred.sort_unstable();
+        preferred.dedup();
+        let max_queue_size = b.max_queue_size.unwrap_or(d.max_queue_size);
+        if max_queue_size == 0 {
+            return err("batching.max_queue_size", "must be at least 1".into());
+        }
+        let timeout_us = b.default_timeout_us.unwrap_or(d.default_timeout_us);
+
+        let r = &self.runtime;
+        let instances = r.instances.unwrap_or(d.instances);
+        if instances == 0 || instances > MAX_INSTANCES {
+            return err(
+                "runtime.instances",
+                format!("{instances} must be between 1 and {MAX_INSTANCES}"),
+            );
+        }
+        let intra_op_threads = r.intra_op_threads.unwrap_or(d.intra_op_threads);
+        if intra_op_threads > MAX_INSTANCES {
+            return err(
+                "runtime.intra_op_threads",
+                format!("{intra_op_threads} is over the limit of {MAX_INSTANCES}"),
+            );
+        }
+        let device = match &r.device {
+            Some(s) => match Device::parse(s) {
+                Ok(dev) => dev,
+                Err(e) => return err("runtime.device", e),
+            },
+            None => d.device,
+        };
+        if let VersionPolicy::Latest(0) = self.version_policy {
+            return err("version_policy.latest", "must be at least 1".into());
+        }
+        Ok(Resolved {
+            version_policy: self.version_policy.clone(),
+            batching: BatchSettings {
+                max_batch_size,
+                max_queue_delay: Duration::from_micros(
+                    b.max_queue_delay_us.unwrap_or(d.max_queue_delay_us),
+                ),
+                preferred_batch_sizes: preferred,
+                max_queue_size,
+                default_timeout: (timeout_us > 0).then(|| Duration::from_micros(timeout_us)),
+            },
+            runtime: RuntimeSettings {
+                instances,
+                intra_op_threads,
+                device,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> Defaults {
+        Defaults {
+            instances: 2,
+            ..Defaults::default()
+        }
+    }
+
+    #[test]
+    fn empty_config_takes_defaults() {
+        let c = ModelConfig::parse("", "c.toml").unwrap();
+        let r = c.resolve(&defaults(), "c.toml").unwrap();
+        assert_eq!(r.version_policy, VersionPolicy::All);
+        assert_eq!(r.batching.max_batch_size, 64);
+        assert_eq!(r.runtime.instances, 2);
+        assert_eq!(r.runtime.device, Device::Cpu);
+    }
+
+    #[test]
+    fn full_config_parses() {
+        let text = r#"
+            version_policy = { latest = 2 }
+            [batching]
+            max_batch_size = 32
+            max_queue_delay_us = 500
+            preferred_batch_sizes = [16, 8, 16]
+            max_queue_size = 10
+            default_timeout_us = 2000
+            [runtime]
+            instances = 3
+            intra_op_threads = 0
+            device = "cuda:1"
+        "#;
+        let r = ModelConfig::parse(text, "c.toml")
+            .unwrap()
+            .resolve(&defaults(), "c.toml")
+            .unwrap();
+        assert_eq!(r.version_policy, VersionPolicy::Latest(2));
+        assert_eq!(r.batching.preferred_batch_sizes, vec![8, 16]);
+        assert_eq!(r.batching.max_queue_delay, Duration::from_micros(500));
+        assert_eq!(r.batching.default_timeout, Some(Duration::from_millis(2)));
+        assert_eq!(r.runtime.device, Device::Cuda(1));
+        assert_eq!(r.runtime.instances, 3);
+    }
+
+    #[test]
+    fn policies_in_every_spelling() {
+        for (text, want) in [
+            ("version_policy = \"all\"", VersionPolicy::All),
+            ("[version_policy]\nlatest = 1", VersionPolicy::Latest(1)),
+            (
+                "version_policy = { specific = [1, 3] }",
+                VersionPolicy::Specific(vec![1, 3]),
+            ),
+        ] {
+            assert_eq!(ModelConfig::parse(text, "c").unwrap().version_policy, want);
+        }
+        let available = [1, 2, 3, 5];
+        assert_eq!(VersionPolicy::All.select(&available), vec![1, 2, 3, 5]);
+        assert_eq!(VersionPolicy::Latest(2).select(&available), vec![3, 5]);
+        assert_eq!(
+            VersionPolicy::Latest(9).select(&available),
+            vec![1, 2, 3, 5]
+        );
+        assert_eq!(
+            VersionPolicy::Specific(vec![3, 4, 1]).select(&available),
+            vec![1, 3]
+        );
+    }
+
+    #[test]
+    fn errors_name_file_and_key() {
+        let e = ModelConfig::parse("[batching]\nmax_bach_size = 3", "m/config.toml").unwrap_err();
+        assert!(
+            e.contains("m/config.toml") && e.contains("max_bach_size"),
+            "{e}"
+        );
+        let e = ModelConfig::parse("[batching]\nmax_batch_size = -3", "m/config.toml").unwrap_err();
+        assert!(e.contains("max_batch_size"), "{e}");
+        let bad = [
+            (
+                "[batching]\npreferred_batch_sizes = [128]",
+                "batching.preferred_batch_sizes",
+            ),
+            ("[batching]\nmax_queue_size = 0", "batching.max_queue_size"),
+            ("[runtime]\ninstances = 0", "runtime.instances"),
+            ("[runtime]\ndevice = \"tpu\"", "runtime.device"),
+            ("version_policy = { latest = 0 }", "version_policy.latest"),
+        ];
+        for (text, key) in bad {
+            let e = ModelConfig::parse(text, "m/config.toml")
+                .unwrap()
+                .resolve(&defaults(), "m/config.toml")
+                .unwrap_err();
+            assert!(e.starts_with("m/config.toml: ") && e.contains(key), "{e}");
+        }
+    }
+}

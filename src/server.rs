@@ -1,0 +1,124 @@
+//! Wiring: ONNX Runtime, registry, model manager, service, and the listeners; startup order and
+//! graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::cli::ServeArgs;
+use crate::http::{self, HttpState};
+use crate::models::ModelManager;
+use crate::monitoring::metrics;
+use crate::registry::FolderRegistry;
+use crate::runtime::library;
+use crate::service::Service;
+use crate::shutdown;
+
+pub type StartError = String;
+
+/// A running server: its bound addresses and the handles to stop it.
+pub struct Server {
+    pub http_addr: SocketAddr,
+    pub service: Arc<Service>,
+    trigger: shutdown::Trigger,
+    http_task: JoinHandle<std::io::Result<()>>,
+    drain_timeout: Duration,
+}
+
+async fn bind(host: &str, port: u16, what: &str) -> Result<TcpListener, StartError> {
+    TcpListener::bind((host, port))
+        .await
+        .map_err(|e| format!("cannot listen for {what} on {host}:{port}: {e}"))
+}
+
+impl Server {
+    /// Loads ONNX Runtime, binds the listeners and starts serving. Models load in the background
+    /// (the server is live at once, ready once they are loaded).
+    pub async fn start(args: ServeArgs) -> Result<Server, StartError> {
+        let metrics = metrics::install();
+        let env = library::init(args.ort_library.as_deref())?;
+        let repo = &args.model_repository;
+        if !repo.is_dir() {
+            return Err(format!(
+                "the model repository '{}' does not exist or is not a directory \
+                 (set --model-repository or SWITCHYARD_MODEL_REPOSITORY)",
+                repo.display()
+            ));
+        }
+        let registry = Arc::new(FolderRegistry::new(repo.clone()));
+        let models = Arc::new(ModelManager::new(registry, args.defaults(), env));
+        let service = Arc::new(Service::new(models.clone(), args.strict_readiness));
+
+        let (trigger, signal) = shutdown::channel();
+        let http_listener = bind(&args.host, args.http_port, "REST").await?;
+        let http_addr = http_listener
+            .local_addr()
+            .map_err(|e| format!("cannot read the REST address: {e}"))?;
+        let app = http::router(Arc::new(HttpState {
+            service: service.clone(),
+            metrics,
+            max_request_size: args.max_request_size,
+        }));
+        let listener = http_listener.tap_io(|tcp| {
+            // Responses are small and latency matters more than packet count.
+            let _ = tcp.set_nodelay(true);
+        });
+        let http_task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(signal.wait())
+                .await
+        });
+        tracing::info!(protocol = "http", addr = %http_addr, "listening");
+
+        let loading = models.clone();
+        tokio::task::spawn_blocking(move || {
+            loading.load_all();
+            tracing::info!(registry = %loading.registry().describe(), "initial model load finished");
+        });
+
+        Ok(Server {
+            http_addr,
+            service,
+            trigger,
+            http_task,
+            drain_timeout: Duration::from_secs(args.shutdown_timeout_secs),
+        })
+    }
+
+    /// Starts the graceful shutdown: readiness turns false, listeners stop accepting.
+    pub fn shutdown(&self) {
+        self.service.begin_shutdown();
+        self.trigger.trigger();
+    }
+
+    /// Waits until the listeners have drained (or the drain timeout passed).
+    pub async fn wait(self) -> Result<(), StartError> {
+        let drained = tokio::time::timeout(self.drain_timeout, self.http_task).await;
+        match drained {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(format!("the REST server failed: {e}")),
+            Ok(Err(e)) => Err(format!("the REST server task failed: {e}")),
+            Err(_) => {
+                tracing::warn!(
+                    secs = self.drain_timeout.as_secs(),
+                    "in-flight requests did not finish within the shutdown timeout"
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `switchyard serve`: runs until SIGINT/SIGTERM, then drains and returns.
+pub async fn run(args: ServeArgs) -> Result<(), StartError> {
+    let server = Server::start(args).await?;
+    shutdown::os_signal().await;
+    server.shutdown();
+    server.wait().await?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,159 @@
+//! The protocol-agnostic API the front ends call: health, metadata, inference. REST and gRPC are
+//! thin adapters over this, so they share every rule, message and metric.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use crate::core::infer::{
+    InferRequest, InferResponse, ParamValue, Parameters, Protocol, parse_version,
+};
+use crate::core::signature::TensorSpec;
+use crate::error::{Error, Result};
+use crate::models::{LoadedVersion, ModelManager};
+use crate::monitoring::metrics;
+
+pub const SERVER_NAME: &str = "switchyard";
+pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// What `platform` model metadata reports, as Triton does for ONNX models.
+pub const PLATFORM: &str = "onnxruntime_onnx";
+
+/// Protocol extensions this server implements (server metadata `extensions`).
+pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "schedule_policy"];
+
+#[derive(Debug, Clone)]
+pub struct ModelMetadata {
+    pub name: String,
+    pub versions: Vec<String>,
+    pub platform: &'static str,
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+    /// How the version is served: execution provider, instances, batching.
+    pub parameters: Parameters,
+}
+
+pub struct Service {
+    models: Arc<ModelManager>,
+    strict_readiness: bool,
+    shutting_down: AtomicBool,
+}
+
+impl Service {
+    pub fn new(models: Arc<ModelManager>, strict_readiness: bool) -> Self {
+        Self {
+            models,
+            strict_readiness,
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    pub fn models(&self) -> &Arc<ModelManager> {
+        &self.models
+    }
+
+    /// The process is up and answering.
+    pub fn live(&self) -> bool {
+        true
+    }
+
+    /// Ready for traffic: the initial load is done (and, with strict readiness, every model is
+    /// ready) and the server is not draining.
+    pub fn ready(&self) -> bool {
+        !self.shutting_down.load(Ordering::Acquire) && self.models.ready(self.strict_readiness)
+    }
+
+    /// Readiness turns false first, so load balancers stop sending before the listeners close.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+    }
+
+    pub fn resolve(&self, model: &str, version: &str) -> Result<Arc<LoadedVersion>> {
+        self.models.resolve(model, parse_version(model, version)?)
+    }
+
+    /// Whether `model` (at `version`, or any version) can take requests now. Unknown models and
+    /// versions are errors, so callers can tell "not ready" from "no such thing".
+    pub fn model_ready(&self, model: &str, version: &str) -> Result<bool> {
+        match self.resolve(model, version) {
+            Ok(_) => Ok(true),
+            Err(Error::Unavailable(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn model_metadata(&self, model: &str, version: &str) -> Result<ModelMetadata> {
+        let target = self.resolve(model, version)?;
+        let table = self.models.snapshot();
+        let versions = table
+            .models
+            .get(model)
+            .map(|m| m.ready_versions().map(|v| v.version.to_string()).collect())
+            .unwrap_or_default();
+        let mut parameters = Parameters::new();
+        let p = |s: &str| ParamValue::String(s.to_string());
+        parameters.insert("version".into(), p(&target.version.to_string()));
+        parameters.insert("execution_provider".into(), p(target.provider));
+        parameters.insert(
+            "device".into(),
+            p(&target.settings.runtime.device.to_string()),
+        );
+        parameters.insert(
+            "instances".into(),
+            ParamValue::Int(target.settings.runtime.instances as i64),
+        );
+        parameters.insert(
+            "max_batch_size".into(),
+            ParamValue::Int(target.max_batch_size as i64),
+        );
+        parameters.insert("sha256".into(), p(&target.sha256));
+        Ok(ModelMetadata {
+            name: target.model.clone(),
+            versions,
+            platform: PLATFORM,
+            inputs: target.signature.inputs.clone(),
+            outputs: target.signature.outputs.clone(),
+            parameters,
+        })
+    }
+
+    /// Runs one inference. `request` is what the front end decoded (its error, if decoding
+    /// failed, is reported after the model lookup so an unknown model is always a 404). Every
+    /// call is counted in the request metrics, `started` being when the request arrived.
+    pub async fn infer(
+        &self,
+        protocol: Protocol,
+        started: Instant,
+        model: &str,
+        version: &str,
+        request: Result<InferRequest>,
+    ) -> Result<InferResponse> {
+        let target = self.resolve(model, version);
+        let result = match (&target, request) {
+            (Err(e), _) => Err(e.clone()),
+            (Ok(_), Err(e)) => Err(e),
+            (Ok(t), Ok(req)) => t.infer(req).await,
+        };
+        let outcome = match &result {
+            Ok(_) => "success",
+            Err(e) => e.label(),
+        };
+        match &target {
+            Ok(t) => metrics::record_request(
+                &t.model,
+                &t.version.to_string(),
+                protocol,
+                outcome,
+                started.elapsed(),
+            ),
+            Err(_) => {
+                let known = self.models.snapshot().models.contains_key(model);
+                let label = if known { model } else { metrics::UNKNOWN_MODEL };
+                metrics::record_request(label, "", protocol, outcome, started.elapsed());
+            }
+        }
+        if let Err(e) = &result {
+            tracing::debug!(model, version, protocol = protocol.as_str(), error = %e, "inference failed");
+        }
+        result
+    }
+}
