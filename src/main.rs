@@ -2,10 +2,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use switchyard::cli::{Cli, Command};
+use switchyard::logging::LogFormat;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    switchyard::logging::init(cli.log_format);
+    let log_format = cli.log_format;
+    switchyard::logging::init(log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -24,8 +26,11 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("error: {e}");
+            // One report: a structured log line for JSON logs, plain text on stderr otherwise.
+            match log_format {
+                LogFormat::Json => tracing::error!("{e}"),
+                LogFormat::Text => eprintln!("error: {e}"),
+            }
             ExitCode::FAILURE
         }
     }

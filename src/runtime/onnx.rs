@@ -3,6 +3,7 @@
 //! `Session::run` takes `&mut self` (ORT's `Run` is not thread-safe), so a loaded version gets one
 //! session per instance and the scheduler gives each its own thread.
 
+use ort::ErrorCode;
 use ort::environment::Environment;
 use ort::ep::{self, ExecutionProvider};
 use ort::session::builder::GraphOptimizationLevel;
@@ -211,10 +212,13 @@ impl Backend for OnnxSession {
         for t in inputs {
             values.push((t.name.as_str(), input_value(t)?));
         }
-        let outputs = self
-            .session
-            .run(values)
-            .map_err(|e| Error::Inference(format!("ONNX Runtime failed: {e}")))?;
+        let outputs = self.session.run(values).map_err(|e| match e.code() {
+            // The graph refused these values (an index out of range, say): the caller's problem.
+            ErrorCode::InvalidArgument => {
+                Error::invalid(format!("the model rejected the input: {}", e.message()))
+            }
+            _ => Error::Inference(format!("ONNX Runtime failed: {e}")),
+        })?;
         self.outputs
             .iter()
             .map(|spec| {
