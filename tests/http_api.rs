@@ -316,7 +316,9 @@ async fn bad_inputs_get_clear_4xx_and_the_server_keeps_serving() {
     };
     let row = json!(breast_cancer_rows(1));
     let infer = "/v2/models/breast_cancer/infer";
-    let cases: Vec<(&str, String, Vec<(&str, String)>, u16, &str)> = vec![
+    // (path, body, headers, status, message)
+    type Case<'a> = (&'a str, String, Vec<(&'a str, String)>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         ("/v2/models/nope/infer", bc_request(1).to_string(), vec![], 404, "unknown model 'nope'"),
         ("/v2/models/breast_cancer/versions/9/infer", bc_request(1).to_string(), vec![], 404, "has no version 9"),
         ("/v2/models/breast_cancer/versions/abc/infer", bc_request(1).to_string(), vec![], 404, "positive integers"),
