@@ -57,6 +57,18 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHYARD_MAX_REQUEST_SIZE", default_value_t = 64 * 1024 * 1024)]
     pub max_request_size: usize,
 
+    /// Seconds between HTTP/2 keep-alive pings on idle gRPC connections.
+    #[arg(long, env = "SWITCHYARD_GRPC_KEEPALIVE_SECS", default_value_t = 60)]
+    pub grpc_keepalive_secs: u64,
+
+    /// Seconds to wait for a keep-alive ping's answer before closing the gRPC connection.
+    #[arg(
+        long,
+        env = "SWITCHYARD_GRPC_KEEPALIVE_TIMEOUT_SECS",
+        default_value_t = 20
+    )]
+    pub grpc_keepalive_timeout_secs: u64,
+
     /// Path of libonnxruntime.so (default: beside the binary, then the copy `cargo build` fetched).
     #[arg(long, env = "ORT_DYLIB_PATH")]
     pub ort_library: Option<PathBuf>,

@@ -13,6 +13,7 @@ pub mod batching;
 pub mod cli;
 pub mod core;
 pub mod error;
+pub mod grpc;
 pub mod http;
 pub mod logging;
 pub mod models;

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::cli::ServeArgs;
+use crate::grpc::{self, GrpcOptions};
 use crate::http::{self, HttpState};
 use crate::models::ModelManager;
 use crate::monitoring::metrics;
@@ -23,9 +24,11 @@ pub type StartError = String;
 /// A running server: its bound addresses and the handles to stop it.
 pub struct Server {
     pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
     pub service: Arc<Service>,
     trigger: shutdown::Trigger,
-    http_task: JoinHandle<std::io::Result<()>>,
+    http_task: JoinHandle<Result<(), String>>,
+    grpc_task: JoinHandle<Result<(), String>>,
     drain_timeout: Duration,
 }
 
@@ -67,12 +70,31 @@ impl Server {
             // Responses are small and latency matters more than packet count.
             let _ = tcp.set_nodelay(true);
         });
+        let http_signal = signal.clone();
         let http_task = tokio::spawn(async move {
             axum::serve(listener, app)
-                .with_graceful_shutdown(signal.wait())
+                .with_graceful_shutdown(http_signal.wait())
                 .await
+                .map_err(|e| format!("the REST server failed: {e}"))
         });
         tracing::info!(protocol = "http", addr = %http_addr, "listening");
+
+        let grpc_listener = bind(&args.host, args.grpc_port, "gRPC").await?;
+        let grpc_addr = grpc_listener
+            .local_addr()
+            .map_err(|e| format!("cannot read the gRPC address: {e}"))?;
+        let options = GrpcOptions {
+            max_message_size: args.max_request_size,
+            keepalive_interval: Duration::from_secs(args.grpc_keepalive_secs.max(1)),
+            keepalive_timeout: Duration::from_secs(args.grpc_keepalive_timeout_secs.max(1)),
+        };
+        let grpc_service = service.clone();
+        let grpc_task = tokio::spawn(async move {
+            grpc::serve(grpc_listener, grpc_service, options, signal)
+                .await
+                .map_err(|e| format!("the gRPC server failed: {e}"))
+        });
+        tracing::info!(protocol = "grpc", addr = %grpc_addr, "listening");
 
         let loading = models.clone();
         tokio::task::spawn_blocking(move || {
@@ -82,9 +104,11 @@ impl Server {
 
         Ok(Server {
             http_addr,
+            grpc_addr,
             service,
             trigger,
             http_task,
+            grpc_task,
             drain_timeout: Duration::from_secs(args.shutdown_timeout_secs),
         })
     }
@@ -95,13 +119,17 @@ impl Server {
         self.trigger.trigger();
     }
 
-    /// Waits until the listeners have drained (or the drain timeout passed).
+    /// Waits until both listeners have drained (or the drain timeout passed).
     pub async fn wait(self) -> Result<(), StartError> {
-        let drained = tokio::time::timeout(self.drain_timeout, self.http_task).await;
-        match drained {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(e))) => Err(format!("the REST server failed: {e}")),
-            Ok(Err(e)) => Err(format!("the REST server task failed: {e}")),
+        let both = async {
+            let (http, grpc) = tokio::join!(self.http_task, self.grpc_task);
+            for r in [http, grpc] {
+                r.map_err(|e| format!("a server task failed: {e}"))??;
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(self.drain_timeout, both).await {
+            Ok(result) => result,
             Err(_) => {
                 tracing::warn!(
                     secs = self.drain_timeout.as_secs(),

@@ -32,6 +32,16 @@ pub struct ModelMetadata {
     pub parameters: Parameters,
 }
 
+/// One row of the repository index: a model version (or a model that failed as a whole).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexEntry {
+    pub name: String,
+    /// Empty for a model-level failure.
+    pub version: String,
+    pub state: &'static str,
+    pub reason: String,
+}
+
 pub struct Service {
     models: Arc<ModelManager>,
     strict_readiness: bool,
@@ -79,6 +89,38 @@ impl Service {
             Err(Error::Unavailable(_)) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// Every model and version the server knows, with its state (the repository extension's
+    /// index). `ready_only` keeps the ready ones.
+    pub fn repository_index(&self, ready_only: bool) -> Vec<IndexEntry> {
+        let table = self.models.snapshot();
+        let mut out = Vec::new();
+        for (name, entry) in &table.models {
+            if let Some(error) = &entry.error {
+                if !ready_only {
+                    out.push(IndexEntry {
+                        name: name.clone(),
+                        version: String::new(),
+                        state: "UNAVAILABLE",
+                        reason: error.clone(),
+                    });
+                }
+                continue;
+            }
+            for (version, state) in &entry.versions {
+                if ready_only && state.name() != "READY" {
+                    continue;
+                }
+                out.push(IndexEntry {
+                    name: name.clone(),
+                    version: version.to_string(),
+                    state: state.name(),
+                    reason: state.reason().to_string(),
+                });
+            }
+        }
+        out
     }
 
     pub fn model_metadata(&self, model: &str, version: &str) -> Result<ModelMetadata> {

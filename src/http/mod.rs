@@ -49,6 +49,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         )
         .route("/v2/models/{model}/infer", post(infer))
         .route("/v2/models/{model}/versions/{version}/infer", post(infer_v))
+        .route("/v2/repository/index", post(repository_index))
         .route("/metrics", get(render_metrics))
         .fallback(unknown_path)
         .with_state(state)
@@ -241,6 +242,41 @@ async fn run_infer(
             .into_response(),
         Err(e) => error_response(&e),
     }
+}
+
+/// The repository extension's index: `POST /v2/repository/index`, optional body `{"ready": true}`.
+async fn repository_index(State(s): State<Arc<HttpState>>, body: axum::body::Bytes) -> Response {
+    let ready_only = if body.iter().all(u8::is_ascii_whitespace) {
+        false
+    } else {
+        match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(v) => v
+                .get("ready")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false),
+            Err(e) => {
+                return error_response(&Error::invalid(format!(
+                    "malformed index request JSON: {e}"
+                )));
+            }
+        }
+    };
+    let index: Vec<serde_json::Value> = s
+        .service
+        .repository_index(ready_only)
+        .into_iter()
+        .map(|e| {
+            let mut v = json!({"name": e.name, "state": e.state});
+            if !e.version.is_empty() {
+                v["version"] = json!(e.version);
+            }
+            if !e.reason.is_empty() {
+                v["reason"] = json!(e.reason);
+            }
+            v
+        })
+        .collect();
+    axum::Json(index).into_response()
 }
 
 async fn render_metrics(State(s): State<Arc<HttpState>>) -> Response {

@@ -81,6 +81,8 @@ pub struct ModelManager {
     env: &'static Environment,
     live: ArcSwap<Table>,
     initial_load_done: AtomicBool,
+    /// Bumped whenever the table or the load state changes, for watchers (gRPC health).
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl ModelManager {
@@ -91,6 +93,7 @@ impl ModelManager {
             env,
             live: ArcSwap::from_pointee(Table::default()),
             initial_load_done: AtomicBool::new(false),
+            changes: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -107,12 +110,22 @@ impl ModelManager {
         self.initial_load_done.load(Ordering::Acquire)
     }
 
+    /// A receiver that sees a new value after every change of the table or the load state.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
     fn publish(&self, edit: impl Fn(&mut Table)) {
         self.live.rcu(|current| {
             let mut next = Table::clone(current);
             edit(&mut next);
             next
         });
+        self.changed();
     }
 
     /// Loads every model in the registry. Blocking: call it from a blocking thread.
@@ -128,6 +141,7 @@ impl ModelManager {
             }
         }
         self.initial_load_done.store(true, Ordering::Release);
+        self.changed();
     }
 
     fn model_settings(&self, model: &str) -> Result<Resolved, String> {

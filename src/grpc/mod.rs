@@ -1,0 +1,281 @@
+//! The gRPC front end: the Open Inference Protocol's `inference.GRPCInferenceService` over tonic,
+//! plus the standard `grpc.health.v1` service. A thin adapter over [`Service`], like REST.
+
+pub mod convert;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{Stream, StreamExt};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::core::infer::Protocol;
+use crate::core::signature::TensorSpec;
+use crate::error::Error;
+use crate::service::{self, Service};
+use crate::shutdown;
+
+#[allow(clippy::all, clippy::pedantic)]
+pub mod pb {
+    tonic::include_proto!("inference");
+}
+
+use pb::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
+
+/// Requests of one `ModelStreamInfer` stream that may run at once; responses keep request order.
+const STREAM_CONCURRENCY: usize = 16;
+
+/// Settings of the gRPC listener.
+#[derive(Debug, Clone)]
+pub struct GrpcOptions {
+    pub max_message_size: usize,
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+}
+
+#[derive(Clone)]
+pub struct GrpcFrontEnd {
+    service: Arc<Service>,
+}
+
+fn tensor_metadata(specs: &[TensorSpec]) -> Vec<pb::model_metadata_response::TensorMetadata> {
+    specs
+        .iter()
+        .map(|t| pb::model_metadata_response::TensorMetadata {
+            name: t.name.clone(),
+            datatype: t.datatype.as_str().to_string(),
+            shape: t.shape.clone(),
+        })
+        .collect()
+}
+
+impl GrpcFrontEnd {
+    pub fn new(service: Arc<Service>) -> Self {
+        Self { service }
+    }
+
+    async fn infer_one(
+        &self,
+        started: Instant,
+        req: pb::ModelInferRequest,
+    ) -> Result<pb::ModelInferResponse, Error> {
+        let model = req.model_name.clone();
+        let version = req.model_version.clone();
+        let decoded = convert::decode_request(req);
+        self.service
+            .infer(Protocol::Grpc, started, &model, &version, decoded)
+            .await
+            .map(convert::encode_response)
+    }
+}
+
+type ResponseStream =
+    Pin<Box<dyn Stream<Item = Result<pb::ModelStreamInferResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl GrpcInferenceService for GrpcFrontEnd {
+    async fn server_live(
+        &self,
+        _: Request<pb::ServerLiveRequest>,
+    ) -> Result<Response<pb::ServerLiveResponse>, Status> {
+        Ok(Response::new(pb::ServerLiveResponse {
+            live: self.service.live(),
+        }))
+    }
+
+    async fn server_ready(
+        &self,
+        _: Request<pb::ServerReadyRequest>,
+    ) -> Result<Response<pb::ServerReadyResponse>, Status> {
+        Ok(Response::new(pb::ServerReadyResponse {
+            ready: self.service.ready(),
+        }))
+    }
+
+    async fn model_ready(
+        &self,
+        req: Request<pb::ModelReadyRequest>,
+    ) -> Result<Response<pb::ModelReadyResponse>, Status> {
+        let r = req.into_inner();
+        let ready = self.service.model_ready(&r.name, &r.version)?;
+        Ok(Response::new(pb::ModelReadyResponse { ready }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<pb::ServerMetadataRequest>,
+    ) -> Result<Response<pb::ServerMetadataResponse>, Status> {
+        Ok(Response::new(pb::ServerMetadataResponse {
+            name: service::SERVER_NAME.into(),
+            version: service::SERVER_VERSION.into(),
+            extensions: service::EXTENSIONS.iter().map(|s| s.to_string()).collect(),
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        req: Request<pb::ModelMetadataRequest>,
+    ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
+        let r = req.into_inner();
+        let m = self.service.model_metadata(&r.name, &r.version)?;
+        Ok(Response::new(pb::ModelMetadataResponse {
+            name: m.name,
+            versions: m.versions,
+            platform: m.platform.into(),
+            inputs: tensor_metadata(&m.inputs),
+            outputs: tensor_metadata(&m.outputs),
+        }))
+    }
+
+    async fn model_infer(
+        &self,
+        req: Request<pb::ModelInferRequest>,
+    ) -> Result<Response<pb::ModelInferResponse>, Status> {
+        let started = Instant::now();
+        Ok(Response::new(
+            self.infer_one(started, req.into_inner()).await?,
+        ))
+    }
+
+    type ModelStreamInferStream = ResponseStream;
+
+    async fn model_stream_infer(
+        &self,
+        req: Request<Streaming<pb::ModelInferRequest>>,
+    ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
+        let this = self.clone();
+        let responses = req
+            .into_inner()
+            .map(move |msg| {
+                let this = this.clone();
+                async move {
+                    let req = msg?;
+                    let started = Instant::now();
+                    // Echo enough to correlate an error with its request.
+                    let (model_name, model_version, id) = (
+                        req.model_name.clone(),
+                        req.model_version.clone(),
+                        req.id.clone(),
+                    );
+                    Ok(match this.infer_one(started, req).await {
+                        Ok(resp) => pb::ModelStreamInferResponse {
+                            error_message: String::new(),
+                            infer_response: Some(resp),
+                        },
+                        Err(e) => pb::ModelStreamInferResponse {
+                            error_message: e.to_string(),
+                            infer_response: Some(pb::ModelInferResponse {
+                                model_name,
+                                model_version,
+                                id,
+                                ..Default::default()
+                            }),
+                        },
+                    })
+                }
+            })
+            .buffered(STREAM_CONCURRENCY);
+        Ok(Response::new(Box::pin(responses)))
+    }
+
+    async fn repository_index(
+        &self,
+        req: Request<pb::RepositoryIndexRequest>,
+    ) -> Result<Response<pb::RepositoryIndexResponse>, Status> {
+        let models = self
+            .service
+            .repository_index(req.into_inner().ready)
+            .into_iter()
+            .map(|e| pb::repository_index_response::ModelIndex {
+                name: e.name,
+                version: e.version,
+                state: e.state.into(),
+                reason: e.reason,
+            })
+            .collect();
+        Ok(Response::new(pb::RepositoryIndexResponse { models }))
+    }
+
+    async fn repository_model_load(
+        &self,
+        req: Request<pb::RepositoryModelLoadRequest>,
+    ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
+        Err(Error::Unimplemented(format!(
+            "cannot load '{}': this server loads the registry at start only (model control mode 'none')",
+            req.into_inner().model_name
+        ))
+        .into())
+    }
+
+    async fn repository_model_unload(
+        &self,
+        req: Request<pb::RepositoryModelUnloadRequest>,
+    ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
+        Err(Error::Unimplemented(format!(
+            "cannot unload '{}': this server loads the registry at start only (model control mode 'none')",
+            req.into_inner().model_name
+        ))
+        .into())
+    }
+}
+
+/// Keeps `grpc.health.v1` in step with readiness: updated on every model-table change, and set
+/// to NOT_SERVING when shutdown begins.
+async fn report_health(
+    health: tonic_health::server::HealthReporter,
+    service: Arc<Service>,
+    stop: shutdown::Signal,
+) {
+    use tonic_health::ServingStatus;
+    let set = |status: ServingStatus| {
+        let health = health.clone();
+        async move {
+            for name in ["", "inference.GRPCInferenceService"] {
+                health.set_service_status(name, status).await;
+            }
+        }
+    };
+    let mut changes = service.models().subscribe();
+    let stopped = stop.wait();
+    tokio::pin!(stopped);
+    loop {
+        let status = if service.ready() {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        set(status).await;
+        tokio::select! {
+            () = &mut stopped => break,
+            r = changes.changed() => if r.is_err() { break },
+        }
+    }
+    set(ServingStatus::NotServing).await;
+}
+
+/// Serves gRPC on `listener` until `stop` fires, then drains in-flight calls.
+pub async fn serve(
+    listener: TcpListener,
+    service: Arc<Service>,
+    options: GrpcOptions,
+    stop: shutdown::Signal,
+) -> Result<(), tonic::transport::Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    // `grpc.health.v1` follows readiness: NOT_SERVING while loading and once draining.
+    tokio::spawn(report_health(health, service.clone(), stop.clone()));
+    let inference = GrpcInferenceServiceServer::new(GrpcFrontEnd::new(service))
+        .max_decoding_message_size(options.max_message_size)
+        .max_encoding_message_size(options.max_message_size);
+    let incoming = TcpListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(options.keepalive_interval))
+        .http2_keepalive_timeout(Some(options.keepalive_timeout))
+        .add_service(health_service)
+        .add_service(inference)
+        .serve_with_incoming_shutdown(incoming, stop.wait())
+        .await
+}
