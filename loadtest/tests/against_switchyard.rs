@@ -1,0 +1,244 @@
+//! Runs the load generator briefly against a real Switchyard and checks its bookkeeping: every
+//! request sent is counted once, as a success or as a classified error.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+use switchyard::cli::ServeArgs;
+use switchyard::server::Server;
+
+const LOADTEST: &str = env!("CARGO_BIN_EXE_switchyard-loadtest");
+
+fn models_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models")
+}
+
+async fn start(configure: impl FnOnce(&mut ServeArgs)) -> Server {
+    let mut args = ServeArgs::with_repository(models_dir());
+    args.host = "127.0.0.1".into();
+    args.http_port = 0;
+    args.grpc_port = 0;
+    configure(&mut args);
+    let server = Server::start(args).await.unwrap();
+    while !server.service.ready() {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    server
+}
+
+async fn loadtest(args: Vec<String>) -> Value {
+    let out =
+        tokio::task::spawn_blocking(move || Command::new(LOADTEST).args(&args).output().unwrap())
+            .await
+            .unwrap();
+    assert!(
+        out.status.success(),
+        "loadtest failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn counts_add_up(r: &Value) {
+    let errors: u64 = r["errors"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        r["sent"].as_u64().unwrap(),
+        r["ok"].as_u64().unwrap() + errors,
+        "{r}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_protocol_and_mode_counts_add_up() {
+    let s = start(|_| {}).await;
+    let (http, grpc) = (s.http_addr, s.grpc_addr);
+    let doc = loadtest(
+        [
+            "--target",
+            &format!("json=http://{http}"),
+            "--target",
+            &format!("bin=binary+http://{http}"),
+            "--target",
+            &format!("grpc=grpc://{grpc}"),
+            "--model",
+            "breast_cancer",
+            "--concurrency",
+            "4",
+            "--batch",
+            "2",
+            "--requests",
+            "200",
+            "--duration",
+            "20s",
+            "--warmup",
+            "0s",
+            "--json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    )
+    .await;
+    let results = doc["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    for r in results {
+        counts_add_up(r);
+        assert_eq!(r["sent"], 200, "{r}");
+        assert_eq!(r["ok"], 200, "{r}");
+        assert!(r["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
+        assert!(r["rows_per_s"].as_f64().unwrap() > r["requests_per_s"].as_f64().unwrap());
+    }
+    assert_eq!(results[2]["protocol"], "grpc");
+
+    // Open loop: a fixed number of requests at a fixed rate.
+    let doc = loadtest(
+        [
+            "--target",
+            &format!("sy=http://{http}"),
+            "--model",
+            "iris",
+            "--rate",
+            "400",
+            "--requests",
+            "100",
+            "--duration",
+            "20s",
+            "--warmup",
+            "0s",
+            "--json",
+            "--plot",
+            &std::env::temp_dir()
+                .join(format!("sy-lt-{}.svg", std::process::id()))
+                .display()
+                .to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    )
+    .await;
+    let r = &doc["results"][0];
+    counts_add_up(r);
+    assert_eq!(r["sent"], 100);
+    s.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_classified() {
+    // A queue of one request per version and one session: concurrent callers overflow it.
+    let s = start(|a| {
+        a.max_queue_size = 1;
+        a.instances = 1;
+        a.max_batch_size = 0;
+    })
+    .await;
+    let http = s.http_addr;
+    let request = std::env::temp_dir().join(format!("sy-lt-req-{}.json", std::process::id()));
+    let rows: Vec<f32> = (0..30).map(|i| i as f32).collect();
+    std::fs::write(
+        &request,
+        serde_json::json!({"inputs": [{"name": "X", "shape": [1, 30], "datatype": "FP32", "data": rows}]}).to_string(),
+    )
+    .unwrap();
+    let doc = loadtest(
+        [
+            "--target",
+            &format!("busy=http://{http}"),
+            "--model",
+            "breast_cancer",
+            "--request-file",
+            &request.display().to_string(),
+            "--concurrency",
+            "32",
+            "--batch",
+            "1",
+            "--requests",
+            "3000",
+            "--duration",
+            "30s",
+            "--warmup",
+            "0s",
+            "--json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    )
+    .await;
+    let busy = &doc["results"][0];
+    counts_add_up(busy);
+    assert_eq!(busy["sent"], 3000);
+    assert!(
+        busy["errors"]["http 429"].as_u64().unwrap_or(0) > 0,
+        "the tiny queue overflows: {busy}"
+    );
+    assert!(busy["ok"].as_u64().unwrap() > 0);
+
+    // A model that does not exist: every request is an http 404.
+    let doc = loadtest(
+        [
+            "--target",
+            &format!("missing=http://{http}"),
+            "--model",
+            "no_such_model",
+            "--request-file",
+            &request.display().to_string(),
+            "--concurrency",
+            "2",
+            "--requests",
+            "50",
+            "--duration",
+            "30s",
+            "--warmup",
+            "0s",
+            "--json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    )
+    .await;
+    let r = &doc["results"][0];
+    counts_add_up(r);
+    assert_eq!(r["errors"]["http 404"], 50, "{r}");
+    assert_eq!(r["ok"], 0);
+
+    // Nothing listening: connect errors.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let doc = loadtest(
+        [
+            "--target",
+            &format!("down=http://{closed}"),
+            "--model",
+            "breast_cancer",
+            "--request-file",
+            &request.display().to_string(),
+            "--concurrency",
+            "1",
+            "--requests",
+            "5",
+            "--duration",
+            "30s",
+            "--warmup",
+            "0s",
+            "--json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    )
+    .await;
+    let r = &doc["results"][0];
+    counts_add_up(r);
+    assert_eq!(r["errors"]["connect"], 5, "{r}");
+    s.shutdown();
+}
