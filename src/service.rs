@@ -42,6 +42,29 @@ pub struct IndexEntry {
     pub reason: String,
 }
 
+/// Records a request as cancelled if dropped before the request finished.
+struct CancelGuard {
+    /// Emptied once the request finished normally.
+    model: String,
+    version: u64,
+    protocol: Protocol,
+    started: Instant,
+}
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        if !self.model.is_empty() {
+            metrics::record_request(
+                &self.model,
+                &self.version.to_string(),
+                self.protocol,
+                "cancelled",
+                self.started.elapsed(),
+            );
+        }
+    }
+}
+
 pub struct Service {
     models: Arc<ModelManager>,
     strict_readiness: bool,
@@ -170,11 +193,21 @@ impl Service {
         request: Result<InferRequest>,
     ) -> Result<InferResponse> {
         let target = self.resolve(model, version);
+        // If the caller goes away mid-request this future is dropped: count it as cancelled.
+        let mut cancelled = target.as_ref().ok().map(|t| CancelGuard {
+            model: t.model.clone(),
+            version: t.version,
+            protocol,
+            started,
+        });
         let result = match (&target, request) {
             (Err(e), _) => Err(e.clone()),
             (Ok(_), Err(e)) => Err(e),
             (Ok(t), Ok(req)) => t.infer(req).await,
         };
+        if let Some(g) = cancelled.as_mut() {
+            g.model.clear();
+        }
         let outcome = match &result {
             Ok(_) => "success",
             Err(e) => e.label(),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{Stream, StreamExt};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::core::infer::Protocol;
@@ -269,9 +269,10 @@ pub async fn serve(
     let inference = GrpcInferenceServiceServer::new(GrpcFrontEnd::new(service))
         .max_decoding_message_size(options.max_message_size)
         .max_encoding_message_size(options.max_message_size);
-    let incoming = TcpListenerStream::new(listener);
+    // tonic applies TCP_NODELAY only to sockets it accepts itself; without it, small responses
+    // meet Nagle's algorithm and delayed ACKs (40 ms stalls).
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .http2_keepalive_interval(Some(options.keepalive_interval))
         .http2_keepalive_timeout(Some(options.keepalive_timeout))
         .add_service(health_service)

@@ -42,6 +42,34 @@ pub fn registry(models: &[&str]) -> tempfile::TempDir {
     dir
 }
 
+/// Copies model `src` into `reg` as `name`, with `config` as its config.toml (when not empty).
+pub fn add_model(reg: &Path, src: &str, name: &str, config: &str) {
+    let default = repo_root().join("models").join(src);
+    let fixture = repo_root().join("tests/fixtures/models").join(src);
+    let from = if default.is_dir() { default } else { fixture };
+    copy_dir(&from, &reg.join(name));
+    if !config.is_empty() {
+        std::fs::write(reg.join(name).join("config.toml"), config).unwrap();
+    }
+}
+
+/// Starts a server over `reg` (kept alive by the server) and waits until it is ready.
+pub async fn serve_registry(reg: tempfile::TempDir) -> TestServer {
+    let mut s = TestServer::start_with(args(reg.path())).await;
+    s.keep_registry(reg);
+    s.wait_ready().await;
+    s
+}
+
+/// Sum of a counter's samples whose labels include all of `labels` (e.g. `model="x"`).
+pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}
+
 pub struct TestServer {
     pub server: Option<Server>,
     pub base: String,
