@@ -332,7 +332,7 @@ async fn bad_inputs_get_clear_4xx_and_the_server_keeps_serving() {
         (infer, x(json!([2, 30]), "FP32", row.clone()), vec![], 400, "holds 60 elements, but 30 were given"),
         (infer, x(json!([-1, 30]), "FP32", row.clone()), vec![], 400, "negative dimension"),
         (infer, x(json!([1, 30]), "FP32", json!(vec!["a"; 30])), vec![], 400, "element 0 is the string \"a\""),
-        (infer, x(json!([1, 30]), "FP32", json!(null)), vec![], 400, "has neither 'data' nor binary data"),
+        (infer, x(json!([1, 30]), "FP32", json!(null)), vec![], 400, "input 'X': element 0 is null"),
         (infer, x(json!([2, 30]), "FP32", json!([row.clone(), null])), vec![], 400, "element 30 is null"),
         (infer, json!({"inputs": []}).to_string(), vec![], 400, "missing input 'X' (FP32 [-1,30])"),
         (infer, json!({"inputs": [{"name": "Y", "shape": [1, 30], "datatype": "FP32", "data": row}]}).to_string(), vec![], 400, "unknown input 'Y'"),

@@ -236,12 +236,32 @@ pub fn le_bytes(t: &TensorValues) -> Vec<u8> {
 pub fn encode(protocol: Protocol, model: &str, version: &str, inputs: &[TensorValues]) -> Body {
     match protocol {
         Protocol::RestJson => {
-            let inputs: Vec<Value> = inputs
-                .iter()
-                .map(|t| json!({"name": t.name, "shape": t.shape, "datatype": t.datatype, "data": json_values(t)}))
-                .collect();
+            // Field order as tritonclient and wrk scripts send it: name, shape, datatype, data.
+            #[derive(serde::Serialize)]
+            struct Input<'a> {
+                name: &'a str,
+                shape: &'a [i64],
+                datatype: &'a str,
+                data: Value,
+            }
+            #[derive(serde::Serialize)]
+            struct Request<'a> {
+                inputs: Vec<Input<'a>>,
+            }
+            let req = Request {
+                inputs: inputs
+                    .iter()
+                    .map(|t| Input {
+                        name: &t.name,
+                        shape: &t.shape,
+                        datatype: &t.datatype,
+                        data: json_values(t),
+                    })
+                    .collect(),
+            };
+            let bytes = serde_json::to_vec(&req).unwrap_or_default();
             Body::Rest {
-                bytes: Bytes::from(json!({"inputs": inputs}).to_string()),
+                bytes: Bytes::from(bytes),
                 header_len: None,
             }
         }
@@ -363,6 +383,11 @@ mod tests {
         };
         let v: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(v["inputs"][0]["data"], json!([0.5, 1.0]));
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        assert!(
+            text.find("\"datatype\"").unwrap() < text.find("\"data\"").unwrap(),
+            "{text}"
+        );
         let Body::Rest {
             bytes,
             header_len: Some(n),

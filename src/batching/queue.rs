@@ -146,7 +146,14 @@ impl Batcher {
             if !open && self.queue.is_empty() {
                 return;
             }
-            let rx = if open { &self.rx } else { &never };
+            // With every worker busy, new requests cannot go anywhere: leave them in the channel
+            // (senders then wake nobody) and sleep until a worker frees up or a deadline or the
+            // purge tick is due. Under load this saves a thread wake-up per request.
+            let rx = if open && self.idle > 0 {
+                &self.rx
+            } else {
+                &never
+            };
             let timeout = wake.saturating_duration_since(Instant::now());
             channel::select! {
                 recv(rx) -> msg => match msg {

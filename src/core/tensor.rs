@@ -491,9 +491,28 @@ impl TensorData {
     }
 }
 
+/// Deserializes a JSON array (nested to any depth) of `datatype` elements straight into typed
+/// storage, in one pass over the text.
+pub struct DataSeed(pub DataType);
+
+impl<'de> DeserializeSeed<'de> for DataSeed {
+    type Value = TensorData;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<TensorData, D::Error> {
+        fn typed<'de, T: JsonElement, D: de::Deserializer<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+            let mut out = Vec::new();
+            Flatten(&mut out).deserialize(d)?;
+            Ok(out)
+        }
+        Ok(
+            by_datatype!(self.0, T => <T as Element>::wrap(typed::<T, D>(d)?),
+            bytes => TensorData::Bytes(typed::<Vec<u8>, D>(d)?)),
+        )
+    }
+}
+
 /// serde_json appends " at line 1 column 57" to messages; the column of a sub-document means
 /// nothing to the caller, so drop it.
-fn strip_position(msg: String) -> String {
+pub fn strip_position(msg: String) -> String {
     match msg.rfind(" at line ") {
         Some(i) => msg[..i].to_string(),
         None => msg,

@@ -8,12 +8,13 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+use serde::de::{self, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::core::infer::{InferRequest, InferResponse, ParamValue, Parameters};
-use crate::core::tensor::{Tensor, TensorData, parse_datatype};
+use crate::core::tensor::{DataSeed, DataType, Tensor, TensorData, parse_datatype, strip_position};
 use crate::error::{Error, Result};
 
 #[derive(Deserialize)]
@@ -28,17 +29,99 @@ struct RequestJson<'a> {
     outputs: Option<Vec<OutputJson<'a>>>,
 }
 
-#[derive(Deserialize)]
 struct InputJson<'a> {
-    #[serde(borrow)]
     name: Cow<'a, str>,
     shape: Vec<i64>,
-    #[serde(borrow)]
     datatype: Cow<'a, str>,
-    #[serde(default)]
     parameters: Option<Map<String, Value>>,
-    #[serde(default, borrow)]
-    data: Option<&'a RawValue>,
+    data: DataField<'a>,
+}
+
+/// An input's `data`: parsed straight into typed storage when `datatype` came first (the usual
+/// order, and what tritonclient sends), else kept as raw text and parsed once the datatype is known.
+enum DataField<'a> {
+    Absent,
+    Parsed(TensorData),
+    Raw(&'a RawValue),
+}
+
+/// A string borrowed from the body when it has no escapes.
+struct CowStr<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for CowStr<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = CowStr<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<CowStr<'de>, E> {
+                Ok(CowStr(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<CowStr<'de>, E> {
+                Ok(CowStr(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for InputJson<'a> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = InputJson<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an input tensor object")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<InputJson<'a>, A::Error> {
+                let (mut name, mut shape, mut datatype, mut parameters) = (None, None, None, None);
+                let mut data = DataField::Absent;
+                while let Some(CowStr(key)) = map.next_key::<CowStr<'de>>()? {
+                    match key.as_ref() {
+                        "name" => name = Some(map.next_value::<CowStr<'de>>()?.0),
+                        "shape" => shape = Some(map.next_value::<Vec<i64>>()?),
+                        "datatype" => datatype = Some(map.next_value::<CowStr<'de>>()?.0),
+                        "parameters" => {
+                            parameters = map.next_value::<Option<Map<String, Value>>>()?
+                        }
+                        "data" => {
+                            data = match datatype.as_deref().and_then(DataType::parse) {
+                                Some(dt) => DataField::Parsed(
+                                    map.next_value_seed(DataSeed(dt)).map_err(|e| {
+                                        let who =
+                                            name.as_deref().map_or("an input".to_string(), |n| {
+                                                format!("input '{n}'")
+                                            });
+                                        de::Error::custom(format!(
+                                            "{who}: {}",
+                                            strip_position(e.to_string())
+                                        ))
+                                    })?,
+                                ),
+                                None => DataField::Raw(map.next_value::<&'de RawValue>()?),
+                            }
+                        }
+                        _ => {
+                            map.next_value::<de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(InputJson {
+                    name: name.ok_or_else(|| de::Error::missing_field("name"))?,
+                    shape: shape.ok_or_else(|| de::Error::missing_field("shape"))?,
+                    datatype: datatype.ok_or_else(|| de::Error::missing_field("datatype"))?,
+                    parameters,
+                    data,
+                })
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
 }
 
 #[derive(Deserialize)]
@@ -131,8 +214,15 @@ pub fn decode_request(
         Some(n) => body.split_at(n),
         None => (body, &[][..]),
     };
-    let req: RequestJson<'_> = serde_json::from_slice(json)
-        .map_err(|e| Error::invalid(format!("malformed inference request JSON: {e}")))?;
+    let req: RequestJson<'_> = serde_json::from_slice(json).map_err(|e| {
+        let msg = e.to_string();
+        if msg.starts_with("input '") || msg.starts_with("an input:") {
+            // A tensor's data did not fit its datatype: the JSON itself is fine.
+            Error::invalid(strip_position(msg))
+        } else {
+            Error::invalid(format!("malformed inference request JSON: {msg}"))
+        }
+    })?;
 
     let mut inputs = Vec::with_capacity(req.inputs.len());
     for input in req.inputs {
@@ -152,14 +242,15 @@ pub fn decode_request(
             }
         };
         let data = match (input.data, binary_size) {
-            (Some(_), Some(_)) => {
+            (DataField::Parsed(_) | DataField::Raw(_), Some(_)) => {
                 return Err(Error::invalid(format!(
                     "{owner} has both 'data' and a 'binary_data_size' parameter; give one"
                 )));
             }
-            (Some(raw), None) => TensorData::from_json(datatype, raw.get())
+            (DataField::Parsed(data), None) => data,
+            (DataField::Raw(raw), None) => TensorData::from_json(datatype, raw.get())
                 .map_err(|e| Error::invalid(format!("{owner}: {e}")))?,
-            (None, Some(size)) => {
+            (DataField::Absent, Some(size)) => {
                 if header_len.is_none() {
                     return Err(Error::invalid(format!(
                         "{owner} has binary data, but the request has no Inference-Header-Content-Length header"
@@ -176,7 +267,7 @@ pub fn decode_request(
                 TensorData::from_le_bytes(datatype, mine)
                     .map_err(|e| Error::invalid(format!("{owner}: {e}")))?
             }
-            (None, None) => {
+            (DataField::Absent, None) => {
                 return Err(Error::invalid(format!(
                     "{owner} has neither 'data' nor binary data"
                 )));
@@ -323,6 +414,42 @@ mod tests {
         assert_eq!(req.parameters.get("timeout"), Some(&ParamValue::Int(5)));
         assert!(!fmt.is_binary("y"));
         assert!(fmt.is_binary("z"));
+    }
+
+    #[test]
+    fn data_before_or_after_datatype_decodes_the_same() {
+        let first = br#"{"inputs":[{"name":"a","shape":[2],"datatype":"INT32","data":[1,[2]]}]}"#;
+        let last = br#"{"inputs":[{"data":[1,[2]],"shape":[2],"name":"a","datatype":"INT32"}]}"#;
+        let (a, _) = decode_request(first, None).unwrap();
+        let (b, _) = decode_request(last, None).unwrap();
+        assert_eq!(a.inputs, b.inputs);
+        assert_eq!(a.inputs[0].data, TensorData::Int32(vec![1, 2]));
+        for body in [
+            &br#"{"inputs":[{"name":"a","shape":[2],"datatype":"INT32","data":[1,"x"]}]}"#[..],
+            &br#"{"inputs":[{"data":[1,"x"],"shape":[2],"name":"a","datatype":"INT32"}]}"#[..],
+        ] {
+            let e = decode_request(body, None).unwrap_err().to_string();
+            assert_eq!(
+                e,
+                "input 'a': element 1 is the string \"x\", expected an integer in the INT32 range"
+            );
+        }
+        let e = decode_request(
+            br#"{"inputs":[{"name":"a","shape":[1],"datatype":"FP32","data":[1]"#,
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("malformed inference request JSON"),
+            "{e}"
+        );
+        let e = decode_request(
+            br#"{"inputs":[{"shape":[1],"datatype":"FP32","data":[1]}]}"#,
+            None,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("missing field `name`"), "{e}");
     }
 
     #[test]
