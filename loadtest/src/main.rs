@@ -48,6 +48,13 @@ async fn bodies(t: &Target, protocol: Protocol, args: &Args) -> Result<Vec<Body>
             args.timeout,
         )
         .await?;
+        if specs.is_empty() {
+            return Err(format!(
+                "the metadata of model '{}' lists no inputs (some servers leave it empty); \
+                 give the request with --request-file",
+                args.model
+            ));
+        }
         let rows = args.rows.as_deref().map(payload::read_rows).transpose()?;
         payload::input_sets(
             &specs,

@@ -463,8 +463,16 @@ impl TensorData {
             return Ok(vec![self]);
         }
         Ok(each_variant_ctor!(self, v, ctor => {
-            let mut it = v.into_iter();
-            counts.iter().map(|&c| ctor(it.by_ref().take(c).collect())).collect()
+            // Slice copies (memcpy for numbers) are much faster than moving element by element.
+            let mut start = 0;
+            counts
+                .iter()
+                .map(|&c| {
+                    let part = ctor(v[start..start + c].to_vec());
+                    start += c;
+                    part
+                })
+                .collect()
         }))
     }
 
