@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::logging::LogFormat;
+use crate::models::{ControlMode, ManagerOptions};
 use crate::registry::config::{Defaults, Device};
 
 #[derive(Debug, Parser)]
@@ -33,6 +34,49 @@ pub struct Cli {
 pub enum Command {
     /// Serve the models of a registry.
     Serve(Box<ServeArgs>),
+    /// List the models and versions of a running server: state, pinned, load time, reason.
+    Models(AdminArgs),
+    /// Load (or reload what changed of) a model on a running server (explicit control mode).
+    Load(ModelArgs),
+    /// Unload a model from a running server, after its in-flight requests (explicit control mode).
+    Unload(ModelArgs),
+    /// Pin the version that serves requests naming none; stored in the registry, so it survives
+    /// restarts and every replica sharing the registry follows it.
+    Promote(PromoteArgs),
+}
+
+/// Where the running server's admin endpoints are.
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    /// The server's REST address.
+    #[arg(
+        long,
+        env = "SWITCHYARD_SERVER",
+        default_value = "http://127.0.0.1:8000"
+    )]
+    pub server: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// Model name.
+    pub model: String,
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PromoteArgs {
+    /// Model name.
+    pub model: String,
+    /// Version to pin.
+    #[arg(required_unless_present = "unpin")]
+    pub version: Option<u64>,
+    /// Remove the pin: the highest ready version serves again.
+    #[arg(long, conflicts_with = "version")]
+    pub unpin: bool,
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -44,6 +88,35 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "SWITCHYARD_HOST", default_value = "0.0.0.0")]
     pub host: String,
+
+    /// How the loaded models are decided: none (load the registry at start only), poll (follow
+    /// the registry: new, changed and removed versions), explicit (only --load-model at start,
+    /// then the repository API).
+    #[arg(
+        long,
+        env = "SWITCHYARD_MODEL_CONTROL_MODE",
+        value_enum,
+        default_value = "none"
+    )]
+    pub model_control_mode: ControlMode,
+
+    /// Seconds between registry polls (poll mode), and between re-reads of pinned versions
+    /// (every mode). A new or changed model file is loaded once it has stayed the same for one
+    /// whole interval.
+    #[arg(long, env = "SWITCHYARD_REPOSITORY_POLL_SECS", default_value_t = 5.0)]
+    pub repository_poll_secs: f64,
+
+    /// Model to load at start in explicit mode (repeatable; `*` loads every model).
+    #[arg(
+        long = "load-model",
+        env = "SWITCHYARD_LOAD_MODEL",
+        value_delimiter = ','
+    )]
+    pub load_models: Vec<String>,
+
+    /// Seconds an unload waits for the requests a version still has.
+    #[arg(long, env = "SWITCHYARD_UNLOAD_DRAIN_SECS", default_value_t = 30)]
+    pub unload_drain_secs: u64,
 
     /// REST port (0 picks a free one; the chosen port is logged).
     #[arg(long, env = "SWITCHYARD_HTTP_PORT", default_value_t = 8000)]
@@ -114,10 +187,23 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// Settings with every default, as `switchyard serve` with no flags (for tests and embedding).
     pub fn with_repository(path: impl Into<PathBuf>) -> Self {
-        let mut args = Cli::parse_from(["switchyard", "serve"]);
-        let Command::Serve(serve) = &mut args.command;
-        serve.model_repository = path.into();
-        (**serve).clone()
+        let args = Cli::parse_from(["switchyard", "serve"]);
+        match args.command {
+            Command::Serve(mut serve) => {
+                serve.model_repository = path.into();
+                *serve
+            }
+            _ => unreachable!("parsed `serve`"),
+        }
+    }
+
+    pub fn manager_options(&self) -> ManagerOptions {
+        ManagerOptions {
+            defaults: self.defaults(),
+            mode: self.model_control_mode,
+            initial_models: self.load_models.clone(),
+            drain_timeout: std::time::Duration::from_secs(self.unload_drain_secs),
+        }
     }
 
     pub fn defaults(&self) -> Defaults {

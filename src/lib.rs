@@ -9,6 +9,7 @@
 //! - `models`: the live model table and loading;
 //! - `monitoring`: Prometheus metrics.
 
+pub mod admin;
 pub mod batching;
 pub mod cli;
 pub mod core;

@@ -21,6 +21,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => switchyard::server::run(*args).await,
+            admin => switchyard::admin::run(admin).await,
         }
     });
     match result {

@@ -53,10 +53,11 @@ impl Server {
             ));
         }
         let registry = Arc::new(FolderRegistry::new(repo.clone()));
-        let models = Arc::new(ModelManager::new(registry, args.defaults(), env));
+        let models = Arc::new(ModelManager::new(registry, args.manager_options(), env));
         let service = Arc::new(Service::new(models.clone(), args.strict_readiness));
 
         let (trigger, signal) = shutdown::channel();
+        let stop_models = signal.clone();
         let http_listener = bind(&args.host, args.http_port, "REST").await?;
         let http_addr = http_listener
             .local_addr()
@@ -96,11 +97,8 @@ impl Server {
         });
         tracing::info!(protocol = "grpc", addr = %grpc_addr, "listening");
 
-        let loading = models.clone();
-        tokio::task::spawn_blocking(move || {
-            loading.load_all();
-            tracing::info!(registry = %loading.registry().describe(), "initial model load finished");
-        });
+        let poll = Duration::from_secs_f64(args.repository_poll_secs.clamp(0.01, 86_400.0));
+        tokio::spawn(manage_models(models.clone(), poll, stop_models));
 
         Ok(Server {
             http_addr,
@@ -138,6 +136,25 @@ impl Server {
                 Ok(())
             }
         }
+    }
+}
+
+/// The initial load, then a pass every `poll` interval: following the registry in poll mode,
+/// re-reading pinned versions in every mode. Loading runs on blocking threads, never on the
+/// threads that serve requests.
+async fn manage_models(models: Arc<ModelManager>, poll: Duration, stop: shutdown::Signal) {
+    let loading = models.clone();
+    let _ = tokio::task::spawn_blocking(move || loading.load_all()).await;
+    tracing::info!(registry = %models.registry().describe(), mode = models.mode().as_str(), "initial model load finished");
+    let stopped = stop.wait();
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            () = &mut stopped => return,
+            () = tokio::time::sleep(poll) => {}
+        }
+        let m = models.clone();
+        let _ = tokio::task::spawn_blocking(move || m.poll()).await;
     }
 }
 

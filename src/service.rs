@@ -10,7 +10,7 @@ use crate::core::infer::{
 };
 use crate::core::signature::TensorSpec;
 use crate::error::{Error, Result};
-use crate::models::{LoadedVersion, ModelManager};
+use crate::models::{ControlMode, LoadedVersion, ModelManager, VersionStatus};
 use crate::monitoring::metrics;
 
 pub const SERVER_NAME: &str = "switchyard";
@@ -19,7 +19,7 @@ pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const PLATFORM: &str = "onnxruntime_onnx";
 
 /// Protocol extensions this server implements (server metadata `extensions`).
-pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "schedule_policy"];
+pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "schedule_policy", "model_repository"];
 
 #[derive(Debug, Clone)]
 pub struct ModelMetadata {
@@ -112,6 +112,56 @@ impl Service {
             Err(Error::Unavailable(_)) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    fn require_explicit(&self, action: &str, model: &str) -> Result<()> {
+        match self.models.mode() {
+            ControlMode::Explicit => Ok(()),
+            mode => Err(Error::FailedPrecondition(format!(
+                "cannot {action} '{model}': the model control mode is '{}', where {}; \
+                 start the server with --model-control-mode explicit to load and unload through the API",
+                mode.as_str(),
+                if mode == ControlMode::Poll {
+                    "the registry decides what is loaded"
+                } else {
+                    "the registry is loaded once at start"
+                }
+            ))),
+        }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&ModelManager) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let models = self.models.clone();
+        tokio::task::spawn_blocking(move || f(&models))
+            .await
+            .map_err(|e| Error::Internal(format!("model control task failed: {e}")))?
+    }
+
+    /// Loads (or reloads what changed of) a model, off the serving path; returns once it serves.
+    pub async fn load_model(&self, model: &str) -> Result<()> {
+        self.require_explicit("load", model)?;
+        let name = model.to_string();
+        self.blocking(move |m| m.load_model(&name)).await
+    }
+
+    /// Unloads a model after the requests it has in flight.
+    pub async fn unload_model(&self, model: &str) -> Result<()> {
+        self.require_explicit("unload", model)?;
+        let name = model.to_string();
+        self.blocking(move |m| m.unload_model(&name)).await
+    }
+
+    /// Pins (or with `None` unpins) the version that serves requests naming none.
+    pub async fn promote(&self, model: &str, version: Option<u64>) -> Result<Option<u64>> {
+        let name = model.to_string();
+        self.blocking(move |m| m.promote(&name, version)).await
+    }
+
+    pub fn status(&self) -> Vec<VersionStatus> {
+        self.models.status()
     }
 
     /// Every model and version the server knows, with its state (the repository extension's

@@ -87,7 +87,12 @@ async fn errors_map_to_grpc_codes() {
         })
         .await
         .unwrap_err();
-    assert_eq!(e.code(), Code::Unimplemented);
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(
+        e.message().contains("model control mode is 'none'"),
+        "{}",
+        e.message()
+    );
     // Still serving.
     c.model_infer(bc_request(1)).await.unwrap();
 }

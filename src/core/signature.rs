@@ -72,6 +72,27 @@ impl Signature {
             .all(|t| t.shape.first() == Some(&-1))
     }
 
+    /// Why a newer version could not replace this one for existing callers: a different set of
+    /// input or output names, datatypes, ranks or fixed dimensions. `None` when compatible.
+    pub fn incompatibility(&self, newer: &Signature) -> Option<String> {
+        fn side(role: &str, old: &[TensorSpec], new: &[TensorSpec]) -> Option<String> {
+            for o in old {
+                match new.iter().find(|n| n.name == o.name) {
+                    None => return Some(format!("{role} {o} is gone")),
+                    Some(n) if n.datatype != o.datatype || n.shape != o.shape => {
+                        return Some(format!("{role} {o} became {n}"));
+                    }
+                    Some(_) => {}
+                }
+            }
+            new.iter()
+                .find(|n| !old.iter().any(|o| o.name == n.name))
+                .map(|n| format!("{role} {n} is new"))
+        }
+        side("input", &self.inputs, &newer.inputs)
+            .or_else(|| side("output", &self.outputs, &newer.outputs))
+    }
+
     fn describe_inputs(&self) -> String {
         let list: Vec<String> = self.inputs.iter().map(ToString::to_string).collect();
         list.join(", ")
@@ -320,6 +341,34 @@ mod tests {
         assert!(e.contains("negative"), "{e}");
         let e = err(req(vec![a(0), b(0)]));
         assert!(e.contains("no elements"), "{e}");
+    }
+
+    #[test]
+    fn incompatibility_names_the_first_difference() {
+        let old = sig();
+        assert_eq!(old.incompatibility(&sig()), None);
+        let mut wider = sig();
+        wider.inputs[0].shape = vec![-1, 4];
+        assert_eq!(
+            old.incompatibility(&wider).unwrap(),
+            "input 'a' (FP32 [-1,3]) became 'a' (FP32 [-1,4])"
+        );
+        let mut renamed = sig();
+        renamed.outputs[1].name = "zz".into();
+        assert_eq!(
+            old.incompatibility(&renamed).unwrap(),
+            "output 'z' (INT64 [-1]) is gone"
+        );
+        let mut extra = sig();
+        extra.inputs.push(TensorSpec {
+            name: "c".into(),
+            datatype: DataType::Bool,
+            shape: vec![1],
+        });
+        assert_eq!(
+            old.incompatibility(&extra).unwrap(),
+            "input 'c' (BOOL [1]) is new"
+        );
     }
 
     #[test]

@@ -203,22 +203,20 @@ impl GrpcInferenceService for GrpcFrontEnd {
         &self,
         req: Request<pb::RepositoryModelLoadRequest>,
     ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
-        Err(Error::Unimplemented(format!(
-            "cannot load '{}': this server loads the registry at start only (model control mode 'none')",
-            req.into_inner().model_name
-        ))
-        .into())
+        self.service
+            .load_model(&req.into_inner().model_name)
+            .await?;
+        Ok(Response::new(pb::RepositoryModelLoadResponse {}))
     }
 
     async fn repository_model_unload(
         &self,
         req: Request<pb::RepositoryModelUnloadRequest>,
     ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
-        Err(Error::Unimplemented(format!(
-            "cannot unload '{}': this server loads the registry at start only (model control mode 'none')",
-            req.into_inner().model_name
-        ))
-        .into())
+        self.service
+            .unload_model(&req.into_inner().model_name)
+            .await?;
+        Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
     }
 }
 

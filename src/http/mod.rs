@@ -2,6 +2,7 @@
 //!
 //! Handlers only translate between HTTP and the [`Service`]; every rule lives behind it.
 
+pub mod admin;
 pub mod body;
 pub mod codec;
 
@@ -51,6 +52,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/v2/models/{model}/versions/{version}/infer", post(infer_v))
         .route("/v2/repository/index", post(repository_index))
         .route("/metrics", get(render_metrics))
+        .merge(admin::routes())
         .fallback(unknown_path)
         .with_state(state)
 }

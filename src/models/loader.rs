@@ -12,7 +12,7 @@ use crate::core::tensor::{Tensor, TensorData};
 use crate::models::version::LoadedVersion;
 use crate::monitoring::metrics::VersionMetrics;
 use crate::registry::config::Resolved;
-use crate::registry::{METADATA_FILE, MODEL_FILE, Registry};
+use crate::registry::{METADATA_FILE, MODEL_FILE, Registry, WARMUP_FILE};
 use crate::runtime::Backend;
 use crate::runtime::onnx::{self, LoadOptions};
 
@@ -68,14 +68,12 @@ pub fn warmup_inputs(signature: &Signature) -> Vec<Tensor> {
         .collect()
 }
 
-pub fn load_version(
+/// The bytes of a version's model.onnx and their sha256, checked against metadata.json's.
+pub fn read_model(
     registry: &dyn Registry,
-    env: &Environment,
     model: &str,
     version: u64,
-    settings: &Resolved,
-) -> Result<LoadedVersion, String> {
-    let started = Instant::now();
+) -> Result<(Vec<u8>, String), String> {
     let bytes = registry
         .read(model, Some(version), MODEL_FILE)
         .map_err(|e| e.to_string())?
@@ -89,10 +87,56 @@ pub fn load_version(
              the file is corrupt, truncated or was replaced without updating its metadata"
         ));
     }
+    Ok((bytes, sha256))
+}
+
+/// Warm-up inputs: the version's warmup.json (a V2 JSON inference request) when present, else
+/// one synthesized row per input.
+fn warmup(
+    registry: &dyn Registry,
+    model: &str,
+    version: u64,
+    signature: &Signature,
+) -> Result<Vec<Tensor>, String> {
+    let Some(bytes) = registry
+        .read(model, Some(version), WARMUP_FILE)
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(warmup_inputs(signature));
+    };
+    // The same decoder and validation as a REST request.
+    let (request, _) = crate::http::codec::decode_request(&bytes, None)
+        .map_err(|e| format!("{WARMUP_FILE}: {e}"))?;
+    let valid = signature
+        .validate(request)
+        .map_err(|e| format!("{WARMUP_FILE}: {e}"))?;
+    Ok(valid.inputs)
+}
+
+/// What a new version is checked against before it may serve.
+pub struct Expectation<'a> {
+    /// The signature of the version it replaces, if any.
+    pub signature: Option<&'a Signature>,
+    pub allow_signature_change: bool,
+}
+
+/// Builds a version from verified bytes: sessions, signature check, warm-up, scheduler.
+#[allow(clippy::too_many_arguments)]
+pub fn build_version(
+    registry: &dyn Registry,
+    env: &Environment,
+    model: &str,
+    version: u64,
+    bytes: &[u8],
+    sha256: String,
+    settings: &Resolved,
+    expect: Expectation<'_>,
+) -> Result<LoadedVersion, String> {
+    let started = Instant::now();
     let rt = &settings.runtime;
     let loaded = onnx::load(
         env,
-        &bytes,
+        bytes,
         &LoadOptions {
             instances: rt.instances,
             intra_op_threads: rt.intra_op_threads,
@@ -100,8 +144,17 @@ pub fn load_version(
         },
     )?;
     let signature = loaded.signature;
+    if let Some(serving) = expect.signature
+        && !expect.allow_signature_change
+        && let Some(diff) = serving.incompatibility(&signature)
+    {
+        return Err(format!(
+            "its signature differs from the serving version's ({diff}); callers would break. \
+             Set lifecycle.allow_signature_change = true in config.toml to allow it"
+        ));
+    }
+    let warm = warmup(registry, model, version, &signature)?;
     let mut backends: Vec<Box<dyn Backend>> = Vec::with_capacity(loaded.sessions.len());
-    let warm = warmup_inputs(&signature);
     for mut session in loaded.sessions {
         // The first run of a session allocates and plans; pay it here, not on a caller.
         session

@@ -24,6 +24,8 @@ pub const PENDING: &str = "switchyard_pending_requests";
 pub const MODEL_READY: &str = "switchyard_model_version_ready";
 pub const LOAD_DURATION: &str = "switchyard_model_load_duration_seconds";
 pub const LOAD_FAILURES: &str = "switchyard_model_load_failures_total";
+pub const SWAPS: &str = "switchyard_model_swaps_total";
+pub const VERSIONS_LOADED: &str = "switchyard_model_versions_loaded";
 
 /// The `model` label for requests naming a model the server does not have: keeps cardinality
 /// bounded whatever callers send.
@@ -117,7 +119,15 @@ fn describe() {
         Unit::Seconds,
         "Time to load, check and warm a model version."
     );
-    describe_counter!(LOAD_FAILURES, "Model versions that failed to load.");
+    describe_counter!(
+        LOAD_FAILURES,
+        "Model versions that failed to load (including refused reloads)."
+    );
+    describe_counter!(
+        SWAPS,
+        "Versions swapped into service after the initial load (new versions and reloads)."
+    );
+    describe_gauge!(VERSIONS_LOADED, "Ready versions of a model.");
 }
 
 /// Counts one finished inference request.
@@ -187,4 +197,12 @@ pub fn record_load(model: &str, elapsed: Duration, ok: bool) {
     metrics::histogram!(LOAD_DURATION, "model" => model.to_string()).record(elapsed.as_secs_f64());
     let failures = metrics::counter!(LOAD_FAILURES, "model" => model.to_string());
     failures.increment(if ok { 0 } else { 1 });
+}
+
+pub fn record_swap(model: &str) {
+    metrics::counter!(SWAPS, "model" => model.to_string()).increment(1);
+}
+
+pub fn set_versions_loaded(model: &str, n: usize) {
+    metrics::gauge!(VERSIONS_LOADED, "model" => model.to_string()).set(n as f64);
 }

@@ -14,6 +14,9 @@
 //! instances = 2              # sessions that may run at once
 //! intra_op_threads = 1       # ONNX Runtime threads per session; 0 = one per core
 //! device = "cpu"             # or "cuda" / "cuda:N"
+//!
+//! [lifecycle]
+//! allow_signature_change = false  # let a new version change input/output names, types or shapes
 //! ```
 //! Unknown keys are errors, so a typo never silently falls back to a default.
 
@@ -31,6 +34,16 @@ pub struct ModelConfig {
     pub batching: BatchingSection,
     #[serde(default)]
     pub runtime: RuntimeSection,
+    #[serde(default)]
+    pub lifecycle: LifecycleSection,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleSection {
+    /// A new version whose signature differs from the serving one is refused unless this is set.
+    #[serde(default)]
+    pub allow_signature_change: bool,
 }
 
 /// Which of the versions present in the registry are served (Triton's `version_policy`).
@@ -172,6 +185,7 @@ pub struct Resolved {
     pub version_policy: VersionPolicy,
     pub batching: BatchSettings,
     pub runtime: RuntimeSettings,
+    pub allow_signature_change: bool,
 }
 
 const MAX_BATCH: usize = 1 << 16;
@@ -252,6 +266,7 @@ impl ModelConfig {
                 intra_op_threads,
                 device,
             },
+            allow_signature_change: self.lifecycle.allow_signature_change,
         })
     }
 }
@@ -291,6 +306,8 @@ mod tests {
             instances = 3
             intra_op_threads = 0
             device = "cuda:1"
+            [lifecycle]
+            allow_signature_change = true
         "#;
         let r = ModelConfig::parse(text, "c.toml")
             .unwrap()
@@ -302,6 +319,7 @@ mod tests {
         assert_eq!(r.batching.default_timeout, Some(Duration::from_millis(2)));
         assert_eq!(r.runtime.device, Device::Cuda(1));
         assert_eq!(r.runtime.instances, 3);
+        assert!(r.allow_signature_change);
     }
 
     #[test]

@@ -5,14 +5,17 @@
 //! Layout (Triton-style, everything but `model.onnx` optional):
 //! ```text
 //! <root>/<model>/config.toml
-//! <root>/<model>/<version>/model.onnx | metadata.json | baseline.json
+//! <root>/<model>/routing.toml        written by operators' promote: the pinned version
+//! <root>/<model>/<version>/model.onnx | metadata.json | baseline.json | warmup.json
 //! ```
 
 pub mod config;
 pub mod folder;
+pub mod routing;
 
 pub use config::{ModelConfig, VersionPolicy};
 pub use folder::FolderRegistry;
+pub use routing::Routing;
 
 /// The model file every version folder must hold.
 pub const MODEL_FILE: &str = "model.onnx";
@@ -20,6 +23,15 @@ pub const MODEL_FILE: &str = "model.onnx";
 pub const METADATA_FILE: &str = "metadata.json";
 /// Optional per-model configuration.
 pub const CONFIG_FILE: &str = "config.toml";
+/// Optional warm-up request (V2 JSON) run on every session before a version serves.
+pub const WARMUP_FILE: &str = "warmup.json";
+
+/// Size and modification time of a file: a cheap change detector, checked before hashing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub size: u64,
+    pub modified_ns: u128,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -42,4 +54,20 @@ pub trait Registry: Send + Sync + 'static {
         version: Option<u64>,
         file: &str,
     ) -> Result<Option<Vec<u8>>, RegistryError>;
+    /// The stamp of a file, `Ok(None)` when it does not exist.
+    fn stamp(
+        &self,
+        model: &str,
+        version: Option<u64>,
+        file: &str,
+    ) -> Result<Option<Stamp>, RegistryError>;
+    /// The model's routing policy (default when none was written).
+    fn routing(&self, model: &str) -> Result<Routing, RegistryError>;
+    /// Changes the routing policy atomically: concurrent writers (other replicas, other
+    /// operators) never lose each other's update.
+    fn update_routing(
+        &self,
+        model: &str,
+        change: &mut dyn FnMut(&mut Routing),
+    ) -> Result<Routing, RegistryError>;
 }

@@ -185,4 +185,5 @@ def test_repository_index_and_unavailable_load(gclient):
     assert rows[("iris", "1")] == "READY"
     with pytest.raises(InferenceServerException) as e:
         gclient.load_model("iris")
-    assert e.value.status() == "StatusCode.UNIMPLEMENTED"
+    assert e.value.status() == "StatusCode.FAILED_PRECONDITION"
+    assert "model control mode" in e.value.message()

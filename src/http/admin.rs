@@ -1,0 +1,91 @@
+//! Operator endpoints, under their own prefix (`/admin`) so they can be protected apart from the
+//! predict endpoints; plus the V2 repository extension's load and unload.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use super::{HttpState, error_response};
+use crate::error::Error;
+
+pub fn routes() -> Router<Arc<HttpState>> {
+    Router::new()
+        .route("/admin/models", get(models))
+        .route("/admin/models/{model}/load", post(load))
+        .route("/admin/models/{model}/unload", post(unload))
+        .route("/admin/models/{model}/promote", post(promote))
+        .route("/v2/repository/models/{model}/load", post(load))
+        .route("/v2/repository/models/{model}/unload", post(unload))
+}
+
+async fn models(State(s): State<Arc<HttpState>>) -> Response {
+    let now = std::time::SystemTime::now();
+    let rows: Vec<Value> = s
+        .service
+        .status()
+        .into_iter()
+        .map(|v| {
+            json!({
+                "model": v.model,
+                "version": v.version,
+                "state": v.state,
+                "pinned": v.pinned,
+                "default": v.default,
+                "loaded_secs_ago": v.loaded_at.and_then(|t| now.duration_since(t).ok()).map(|d| d.as_secs()),
+                "load_ms": v.load_duration.map(|d| d.as_millis() as u64),
+                "sha256": v.sha256,
+                "reason": v.reason,
+            })
+        })
+        .collect();
+    axum::Json(json!({"mode": s.service.models().mode().as_str(), "models": rows})).into_response()
+}
+
+async fn load(State(s): State<Arc<HttpState>>, Path(model): Path<String>) -> Response {
+    match s.service.load_model(&model).await {
+        Ok(()) => axum::Json(json!({"model": model, "loaded": true})).into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn unload(State(s): State<Arc<HttpState>>, Path(model): Path<String>) -> Response {
+    match s.service.unload_model(&model).await {
+        Ok(()) => axum::Json(json!({"model": model, "unloaded": true})).into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// Body `{"version": N}` pins N; `{"version": null}` unpins.
+async fn promote(
+    State(s): State<Arc<HttpState>>,
+    Path(model): Path<String>,
+    body: Bytes,
+) -> Response {
+    let version = match serde_json::from_slice::<Value>(&body) {
+        Ok(v) => match &v["version"] {
+            Value::Null => None,
+            n => match n.as_u64().filter(|&n| n > 0) {
+                Some(n) => Some(n),
+                None => {
+                    return error_response(&Error::invalid(format!(
+                        "\"version\" must be a positive integer or null, not {n}"
+                    )));
+                }
+            },
+        },
+        Err(e) => {
+            return error_response(&Error::invalid(format!(
+                "malformed promote request JSON: {e}"
+            )));
+        }
+    };
+    match s.service.promote(&model, version).await {
+        Ok(pinned) => axum::Json(json!({"model": model, "pinned_version": pinned})).into_response(),
+        Err(e) => error_response(&e),
+    }
+}
