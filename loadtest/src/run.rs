@@ -199,17 +199,32 @@ async fn open_loop(
         .collect();
     let stats = Arc::new(Mutex::new(Stats::new(plan.keep_samples)));
     let done = Arc::new(AtomicU64::new(0));
-    let start = tokio::time::Instant::now();
-    let tick = ticker(progress, done.clone(), start.into_std());
-    let mut tasks = Vec::new();
-    let mut k: u64 = 0;
-    loop {
-        let due = intended_offset(k, rate);
-        if due >= duration || limit.is_some_and(|l| k >= l) {
-            break;
+    let start = Instant::now();
+    let tick = ticker(progress, done.clone(), start);
+    // A dedicated thread paces the arrivals: tokio's timer wheel has 1 ms granularity, which
+    // would bunch requests and add up to a millisecond to every latency; thread sleeps are
+    // precise to tens of microseconds. Latency still counts from each intended send time.
+    let (due_tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Duration)>();
+    let pacer = std::thread::spawn(move || {
+        let mut k: u64 = 0;
+        loop {
+            let due = intended_offset(k, rate);
+            if due >= duration || limit.is_some_and(|l| k >= l) {
+                break;
+            }
+            let wait = (start + due).saturating_duration_since(Instant::now());
+            if !wait.is_zero() {
+                std::thread::sleep(wait);
+            }
+            if due_tx.send((k, due)).is_err() {
+                break;
+            }
+            k += 1;
         }
+    });
+    let mut tasks = Vec::new();
+    while let Some((k, due)) = due_rx.recv().await {
         let intended = start + due;
-        tokio::time::sleep_until(intended).await;
         let (plan, pool, permits, stats, done) = (
             plan.clone(),
             pool.clone(),
@@ -244,12 +259,12 @@ async fn open_loop(
             }
             done.fetch_add(1, Ordering::Relaxed);
         }));
-        k += 1;
         // Keep the task list from growing without bound on long runs.
         if tasks.len() >= 4096 {
             tasks.retain(|t| !t.is_finished());
         }
     }
+    let _ = pacer.join();
     for t in tasks {
         let _ = t.await;
     }
