@@ -84,6 +84,14 @@ async fn poll_mode_swaps_versions_under_load_without_failing_a_request() {
     std::fs::create_dir_all(reg.path().join("breast_cancer")).unwrap();
     copy_version("breast_cancer", 1, reg.path(), "breast_cancer", 1);
     let s = start(reg.path(), ControlMode::Poll, |_| {}).await;
+    let v1 = Arc::downgrade(
+        &s.server
+            .as_ref()
+            .unwrap()
+            .service
+            .resolve("breast_cancer", "1")
+            .unwrap(),
+    );
 
     // Bounded concurrent load: 6 callers, each recording (status, version) in order.
     let stop = Arc::new(AtomicBool::new(false));
@@ -138,6 +146,10 @@ async fn poll_mode_swaps_versions_under_load_without_failing_a_request() {
         version_state(&s, "breast_cancer", 1).await.is_none()
     })
     .await;
+    assert!(
+        v1.upgrade().is_none(),
+        "nothing keeps the unloaded version (and its sessions) alive"
+    );
 
     // A version written in place, slowly: it is never served half-written.
     let dir3 = reg.path().join("breast_cancer/3");
@@ -343,6 +355,7 @@ async fn explicit_mode_loads_and_unloads_through_the_api_and_drains_first() {
     while lv.scheduler.queued() == 0 {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    let freed = Arc::downgrade(&lv);
     drop(lv);
     let r = s
         .client
@@ -351,6 +364,10 @@ async fn explicit_mode_loads_and_unloads_through_the_api_and_drains_first() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    assert!(
+        freed.upgrade().is_none(),
+        "the version and its sessions are freed once the unload returns"
+    );
     // The server had answered the in-flight request before the unload returned.
     let text = s.text("/metrics").await;
     assert_eq!(

@@ -490,11 +490,19 @@ impl ModelManager {
                 None
             }
         };
-        self.publish(|t| {
-            let entry = t.models.entry(model.to_string()).or_default();
-            entry.error = None;
-            entry.pinned = pinned;
-        });
+        // (A snapshot held across the loop below would keep unloaded versions alive.)
+        let up_to_date = self
+            .snapshot()
+            .models
+            .get(model)
+            .is_some_and(|e| e.error.is_none() && e.pinned == pinned);
+        if !up_to_date {
+            self.publish(|t| {
+                let entry = t.models.entry(model.to_string()).or_default();
+                entry.error = None;
+                entry.pinned = pinned;
+            });
+        }
 
         for &v in &selected {
             let stamp = match self.registry.stamp(model, Some(v), MODEL_FILE) {
@@ -551,16 +559,19 @@ impl ModelManager {
     /// Loads one version off the serving path and swaps it in, or records why it was refused.
     fn load_version(&self, model: &str, v: u64, settings: &Resolved, settings_changed: bool) {
         let started = Instant::now();
-        let table = self.snapshot();
-        let entry = table.models.get(model);
-        let current = entry.and_then(|e| match e.versions.get(&v) {
-            Some(VersionState::Ready(lv)) => Some(lv.clone()),
-            _ => None,
-        });
-        // A new file must keep the serving signature: the same version's, else the default's.
-        let reference = current
-            .clone()
-            .or_else(|| entry.and_then(|e| e.default_version().cloned()));
+        let (current, reference) = {
+            let table = self.snapshot();
+            let entry = table.models.get(model);
+            let current = entry.and_then(|e| match e.versions.get(&v) {
+                Some(VersionState::Ready(lv)) => Some(lv.clone()),
+                _ => None,
+            });
+            // A new file must keep the serving signature: the same version's, else the default's.
+            let reference = current
+                .clone()
+                .or_else(|| entry.and_then(|e| e.default_version().cloned()));
+            (current, reference)
+        };
         if current.is_none() {
             self.publish(|t| {
                 t.models

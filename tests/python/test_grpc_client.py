@@ -80,18 +80,22 @@ def test_infer_raw_inputs_matches_onnxruntime_and_rest(gclient, hclient, model, 
         np.testing.assert_allclose(got.astype(np.float64), expected.astype(np.float64), rtol=0, atol=1e-6)
 
 
-def test_typed_contents_inputs(server):
-    """KServe-style clients send typed `contents`; the answer equals the raw-input one."""
-    x = rows_for("iris", "1", n=3)
+@pytest.mark.parametrize("model,version", DEFAULT_MODELS)
+def test_typed_contents_inputs(server, model, version):
+    """KServe-style clients send typed `contents`; the answer equals onnxruntime's."""
+    x = rows_for(model, version, n=3)
     with grpc.insecure_channel(server.grpc) as ch:
         stub = service_pb2_grpc.GRPCInferenceServiceStub(ch)
-        req = service_pb2.ModelInferRequest(model_name="iris")
+        req = service_pb2.ModelInferRequest(model_name=model, model_version=version)
         t = req.inputs.add(name="X", datatype="FP32", shape=list(x.shape))
         t.contents.fp32_contents.extend(x.flatten().tolist())
         resp = stub.ModelInfer(req, timeout=10)
-    names = [o.name for o in resp.outputs]
-    probs = np.frombuffer(resp.raw_output_contents[names.index("probabilities")], dtype=np.float32)
-    np.testing.assert_allclose(probs.reshape(3, 3), reference("iris", "1", x)["probabilities"], rtol=0, atol=1e-6)
+    want = reference(model, version, x)
+    assert [o.name for o in resp.outputs] == list(want)
+    for out, raw in zip(resp.outputs, resp.raw_output_contents):
+        expected = want[out.name]
+        got = np.frombuffer(raw, dtype=expected.dtype).reshape(list(out.shape))
+        np.testing.assert_allclose(got.astype(np.float64), expected.astype(np.float64), rtol=0, atol=1e-6)
 
 
 def test_every_datatype_round_trips(gclient):
