@@ -99,12 +99,7 @@ async fn errors_map_to_grpc_codes() {
 
 #[tokio::test]
 async fn messages_over_the_limit_are_refused() {
-    let reg = common::registry(&["breast_cancer"]);
-    let mut a = common::args(reg.path());
-    a.max_request_size = 4096;
-    let mut s = TestServer::start_with(a).await;
-    s.keep_registry(reg);
-    s.wait_ready().await;
+    let s = TestServer::start_configured(&["breast_cancer"], |a| a.max_request_size = 4096).await;
     let mut c = client(&s).await;
     let e = c.model_infer(bc_request(64)).await.unwrap_err();
     // tonic refuses oversized messages with OUT_OF_RANGE before they reach the service.

@@ -387,12 +387,7 @@ async fn bad_inputs_get_clear_4xx_and_the_server_keeps_serving() {
 
 #[tokio::test]
 async fn bodies_over_the_limit_get_413() {
-    let reg = common::registry(&["breast_cancer"]);
-    let mut a = common::args(reg.path());
-    a.max_request_size = 4096;
-    let mut s = TestServer::start_with(a).await;
-    s.keep_registry(reg);
-    s.wait_ready().await;
+    let s = TestServer::start_configured(&["breast_cancer"], |a| a.max_request_size = 4096).await;
     let big = bc_request(40).to_string();
     assert!(big.len() > 4096);
     let r = s

@@ -27,7 +27,8 @@ async fn start(configure: impl FnOnce(&mut ServeArgs)) -> Server {
     server
 }
 
-async fn loadtest(args: Vec<String>) -> Value {
+async fn loadtest(args: &[&str]) -> Value {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let out =
         tokio::task::spawn_blocking(move || Command::new(LOADTEST).args(&args).output().unwrap())
             .await
@@ -58,32 +59,27 @@ fn counts_add_up(r: &Value) {
 async fn every_protocol_and_mode_counts_add_up() {
     let s = start(|_| {}).await;
     let (http, grpc) = (s.http_addr, s.grpc_addr);
-    let doc = loadtest(
-        [
-            "--target",
-            &format!("json=http://{http}"),
-            "--target",
-            &format!("bin=binary+http://{http}"),
-            "--target",
-            &format!("grpc=grpc://{grpc}"),
-            "--model",
-            "breast_cancer",
-            "--concurrency",
-            "4",
-            "--batch",
-            "2",
-            "--requests",
-            "200",
-            "--duration",
-            "20s",
-            "--warmup",
-            "0s",
-            "--json",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
-    )
+    let doc = loadtest(&[
+        "--target",
+        &format!("json=http://{http}"),
+        "--target",
+        &format!("bin=binary+http://{http}"),
+        "--target",
+        &format!("grpc=grpc://{grpc}"),
+        "--model",
+        "breast_cancer",
+        "--concurrency",
+        "4",
+        "--batch",
+        "2",
+        "--requests",
+        "200",
+        "--duration",
+        "20s",
+        "--warmup",
+        "0s",
+        "--json",
+    ])
     .await;
     let results = doc["results"].as_array().unwrap();
     assert_eq!(results.len(), 3);
@@ -97,31 +93,26 @@ async fn every_protocol_and_mode_counts_add_up() {
     assert_eq!(results[2]["protocol"], "grpc");
 
     // Open loop: a fixed number of requests at a fixed rate.
-    let doc = loadtest(
-        [
-            "--target",
-            &format!("sy=http://{http}"),
-            "--model",
-            "iris",
-            "--rate",
-            "400",
-            "--requests",
-            "100",
-            "--duration",
-            "20s",
-            "--warmup",
-            "0s",
-            "--json",
-            "--plot",
-            &std::env::temp_dir()
-                .join(format!("sy-lt-{}.svg", std::process::id()))
-                .display()
-                .to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
-    )
+    let doc = loadtest(&[
+        "--target",
+        &format!("sy=http://{http}"),
+        "--model",
+        "iris",
+        "--rate",
+        "400",
+        "--requests",
+        "100",
+        "--duration",
+        "20s",
+        "--warmup",
+        "0s",
+        "--json",
+        "--plot",
+        &std::env::temp_dir()
+            .join(format!("sy-lt-{}.svg", std::process::id()))
+            .display()
+            .to_string(),
+    ])
     .await;
     let r = &doc["results"][0];
     counts_add_up(r);
@@ -146,30 +137,25 @@ async fn errors_are_classified() {
         serde_json::json!({"inputs": [{"name": "X", "shape": [1, 30], "datatype": "FP32", "data": rows}]}).to_string(),
     )
     .unwrap();
-    let doc = loadtest(
-        [
-            "--target",
-            &format!("busy=http://{http}"),
-            "--model",
-            "breast_cancer",
-            "--request-file",
-            &request.display().to_string(),
-            "--concurrency",
-            "32",
-            "--batch",
-            "1",
-            "--requests",
-            "3000",
-            "--duration",
-            "30s",
-            "--warmup",
-            "0s",
-            "--json",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
-    )
+    let doc = loadtest(&[
+        "--target",
+        &format!("busy=http://{http}"),
+        "--model",
+        "breast_cancer",
+        "--request-file",
+        &request.display().to_string(),
+        "--concurrency",
+        "32",
+        "--batch",
+        "1",
+        "--requests",
+        "3000",
+        "--duration",
+        "30s",
+        "--warmup",
+        "0s",
+        "--json",
+    ])
     .await;
     let busy = &doc["results"][0];
     counts_add_up(busy);
@@ -181,28 +167,23 @@ async fn errors_are_classified() {
     assert!(busy["ok"].as_u64().unwrap() > 0);
 
     // A model that does not exist: every request is an http 404.
-    let doc = loadtest(
-        [
-            "--target",
-            &format!("missing=http://{http}"),
-            "--model",
-            "no_such_model",
-            "--request-file",
-            &request.display().to_string(),
-            "--concurrency",
-            "2",
-            "--requests",
-            "50",
-            "--duration",
-            "30s",
-            "--warmup",
-            "0s",
-            "--json",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
-    )
+    let doc = loadtest(&[
+        "--target",
+        &format!("missing=http://{http}"),
+        "--model",
+        "no_such_model",
+        "--request-file",
+        &request.display().to_string(),
+        "--concurrency",
+        "2",
+        "--requests",
+        "50",
+        "--duration",
+        "30s",
+        "--warmup",
+        "0s",
+        "--json",
+    ])
     .await;
     let r = &doc["results"][0];
     counts_add_up(r);
@@ -214,28 +195,23 @@ async fn errors_are_classified() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let doc = loadtest(
-        [
-            "--target",
-            &format!("down=http://{closed}"),
-            "--model",
-            "breast_cancer",
-            "--request-file",
-            &request.display().to_string(),
-            "--concurrency",
-            "1",
-            "--requests",
-            "5",
-            "--duration",
-            "30s",
-            "--warmup",
-            "0s",
-            "--json",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
-    )
+    let doc = loadtest(&[
+        "--target",
+        &format!("down=http://{closed}"),
+        "--model",
+        "breast_cancer",
+        "--request-file",
+        &request.display().to_string(),
+        "--concurrency",
+        "1",
+        "--requests",
+        "5",
+        "--duration",
+        "30s",
+        "--warmup",
+        "0s",
+        "--json",
+    ])
     .await;
     let r = &doc["results"][0];
     counts_add_up(r);

@@ -652,13 +652,16 @@ impl ModelManager {
                 }
             }
         }
-        metrics::set_versions_loaded(
-            model,
-            self.snapshot()
-                .models
-                .get(model)
-                .map_or(0, |e| e.ready_versions().count()),
-        );
+        self.update_loaded_gauge(model);
+    }
+
+    fn update_loaded_gauge(&self, model: &str) {
+        let ready = self
+            .snapshot()
+            .models
+            .get(model)
+            .map_or(0, |e| e.ready_versions().count());
+        metrics::set_versions_loaded(model, ready);
     }
 
     /// Takes versions out of service, then waits (up to the drain timeout) for the requests
@@ -715,13 +718,7 @@ impl ModelManager {
             metrics::set_version_ready(model, v, false);
             tracing::info!(model, version = v, "model version unloaded");
         }
-        metrics::set_versions_loaded(
-            model,
-            self.snapshot()
-                .models
-                .get(model)
-                .map_or(0, |e| e.ready_versions().count()),
-        );
+        self.update_loaded_gauge(model);
         release_memory();
     }
 

@@ -98,6 +98,17 @@ impl TestServer {
         s
     }
 
+    /// Starts a server over a copy of `models` with adjusted settings, and waits until it is ready.
+    pub async fn start_configured(models: &[&str], configure: impl FnOnce(&mut ServeArgs)) -> Self {
+        let reg = registry(models);
+        let mut a = args(reg.path());
+        configure(&mut a);
+        let mut s = Self::start_with(a).await;
+        s._registry = Some(reg);
+        s.wait_ready().await;
+        s
+    }
+
     /// Starts a server with explicit settings; does not wait for readiness.
     pub async fn start_with(args: ServeArgs) -> Self {
         let server = Server::start(args).await.expect("server starts");
