@@ -543,3 +543,47 @@ async fn promotion_survives_restarts_reaches_replicas_and_the_cli_drives_it() {
         0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_up_uses_the_registry_sample_and_a_bad_sample_refuses_the_version() {
+    let reg = tempfile::tempdir().unwrap();
+    add_model(reg.path(), "iris", "iris_sampled", "");
+    add_model(reg.path(), "iris", "iris_bad_sample", "");
+    let sample = json!({"inputs": [{"name": "X", "shape": [2, 4], "datatype": "FP32",
+                                    "data": [5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3]}]});
+    std::fs::write(
+        reg.path().join("iris_sampled/1/warmup.json"),
+        sample.to_string(),
+    )
+    .unwrap();
+    let wrong = json!({"inputs": [{"name": "X", "shape": [1, 5], "datatype": "FP32", "data": [1, 2, 3, 4, 5]}]});
+    std::fs::write(
+        reg.path().join("iris_bad_sample/1/warmup.json"),
+        wrong.to_string(),
+    )
+    .unwrap();
+    let mut s = TestServer::start_with(common::args(reg.path())).await;
+    s.keep_registry(tempfile::tempdir().unwrap());
+    s.wait_loaded().await;
+    assert_eq!(
+        version_state(&s, "iris_sampled", 1).await.unwrap().0,
+        "READY"
+    );
+    assert_eq!(
+        s.post_json("/v2/models/iris_sampled/infer", &sample)
+            .await
+            .0,
+        200
+    );
+    let (state, reason) = version_state(&s, "iris_bad_sample", 1).await.unwrap();
+    assert_eq!(state, "UNAVAILABLE");
+    assert!(
+        reason.contains("warmup.json") && reason.contains("dimension 1 must be 4"),
+        "{reason}"
+    );
+    assert_eq!(
+        s.get("/v2/models/iris_bad_sample/versions/1/ready").await.0,
+        503
+    );
+    drop(reg);
+}
