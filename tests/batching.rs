@@ -40,15 +40,7 @@ async fn batched_results_equal_unbatched_results_exactly() {
         let (client, url) = (s.client.clone(), s.url("/v2/models/bc_batched/infer"));
         let body = bc(1 + i % 3, i);
         tasks.push(tokio::spawn(async move {
-            let r: Value = client
-                .post(url)
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let (_, r) = common::post(&client, &url, &body).await;
             (body, r)
         }));
     }
@@ -101,7 +93,7 @@ async fn mixed_widths_and_oversized_requests_in_one_burst() {
         let data: Vec<f32> = (0..rows * width).map(|k| (i * 100 + k) as f32).collect();
         tasks.push(tokio::spawn(async move {
             let body = json!({"inputs": [{"name": "x", "shape": [rows, width], "datatype": "FP32", "data": data.clone()}]});
-            let r: Value = client.post(url).json(&body).send().await.unwrap().json().await.unwrap();
+            let (_, r) = common::post(&client, &url, &body).await;
             (rows, width, data, r)
         }));
     }

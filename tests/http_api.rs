@@ -475,15 +475,7 @@ async fn a_model_with_a_fixed_batch_dimension_serves_concurrent_requests() {
             let x = vec![i as f32; 4];
             let body =
                 json!({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": x}]});
-            let r: Value = client
-                .post(url)
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let (_, r) = common::post(&client, &url, &body).await;
             (i, r)
         }));
     }

@@ -416,15 +416,7 @@ async fn promotion_survives_restarts_reaches_replicas_and_the_cli_drives_it() {
     let default_version = |s: &TestServer| {
         let (client, url) = (s.client.clone(), s.url("/v2/models/breast_cancer/infer"));
         async move {
-            let r: Value = client
-                .post(url)
-                .json(&bc(1))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let (_, r) = common::post(&client, &url, &bc(1)).await;
             r["model_version"].as_str().unwrap().to_string()
         }
     };

@@ -202,6 +202,26 @@ impl TestServer {
     }
 }
 
+/// POSTs a JSON body (from any task: takes its own client) and returns the status and JSON answer.
+pub async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let r = client
+        .post(url)
+        .body(serde_json::to_vec(body).unwrap())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body = r.bytes().await.unwrap();
+    (
+        status,
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(s) = &self.server {
