@@ -103,7 +103,7 @@ pub struct ServeArgs {
     /// Seconds between registry polls (poll mode), and between re-reads of pinned versions
     /// (every mode). A new or changed model file is loaded once it has stayed the same for one
     /// whole interval.
-    #[arg(long, env = "SWITCHYARD_REPOSITORY_POLL_SECS", default_value_t = 5.0)]
+    #[arg(long, env = "SWITCHYARD_REPOSITORY_POLL_SECS", default_value_t = 5.0, value_parser = poll_secs)]
     pub repository_poll_secs: f64,
 
     /// Model to load at start in explicit mode (repeatable; `*` loads every model).
@@ -184,6 +184,15 @@ pub struct ServeArgs {
     pub default_timeout_us: u64,
 }
 
+fn poll_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.01..=86_400.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "'{s}' is not a number of seconds between 0.01 and 86400"
+        )),
+    }
+}
+
 impl ServeArgs {
     /// Settings with every default, as `switchyard serve` with no flags (for tests and embedding).
     pub fn with_repository(path: impl Into<PathBuf>) -> Self {
@@ -195,6 +204,11 @@ impl ServeArgs {
             }
             _ => unreachable!("parsed `serve`"),
         }
+    }
+
+    /// The pause between model-control passes.
+    pub fn poll_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.repository_poll_secs.clamp(0.01, 86_400.0))
     }
 
     pub fn manager_options(&self) -> ManagerOptions {

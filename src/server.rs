@@ -58,10 +58,15 @@ impl Server {
 
         let (trigger, signal) = shutdown::channel();
         let stop_models = signal.clone();
+        // Both listeners are bound before anything starts, so a busy port fails the start cleanly.
         let http_listener = bind(&args.host, args.http_port, "REST").await?;
         let http_addr = http_listener
             .local_addr()
             .map_err(|e| format!("cannot read the REST address: {e}"))?;
+        let grpc_listener = bind(&args.host, args.grpc_port, "gRPC").await?;
+        let grpc_addr = grpc_listener
+            .local_addr()
+            .map_err(|e| format!("cannot read the gRPC address: {e}"))?;
         let app = http::router(Arc::new(HttpState {
             service: service.clone(),
             metrics,
@@ -80,10 +85,6 @@ impl Server {
         });
         tracing::info!(protocol = "http", addr = %http_addr, "listening");
 
-        let grpc_listener = bind(&args.host, args.grpc_port, "gRPC").await?;
-        let grpc_addr = grpc_listener
-            .local_addr()
-            .map_err(|e| format!("cannot read the gRPC address: {e}"))?;
         let options = GrpcOptions {
             max_message_size: args.max_request_size,
             keepalive_interval: Duration::from_secs(args.grpc_keepalive_secs.max(1)),
@@ -97,8 +98,11 @@ impl Server {
         });
         tracing::info!(protocol = "grpc", addr = %grpc_addr, "listening");
 
-        let poll = Duration::from_secs_f64(args.repository_poll_secs.clamp(0.01, 86_400.0));
-        tokio::spawn(manage_models(models.clone(), poll, stop_models));
+        tokio::spawn(manage_models(
+            models.clone(),
+            args.poll_interval(),
+            stop_models,
+        ));
 
         Ok(Server {
             http_addr,
