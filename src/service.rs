@@ -42,21 +42,20 @@ pub struct IndexEntry {
     pub reason: String,
 }
 
-/// Records a request as cancelled if dropped before the request finished.
-struct CancelGuard {
-    /// Emptied once the request finished normally.
-    model: String,
-    version: u64,
+/// Records a request as cancelled if dropped (the caller went away) before it finished.
+struct CancelGuard<'a> {
+    /// `None` once the request finished normally.
+    target: Option<&'a LoadedVersion>,
     protocol: Protocol,
     started: Instant,
 }
 
-impl Drop for CancelGuard {
+impl Drop for CancelGuard<'_> {
     fn drop(&mut self) {
-        if !self.model.is_empty() {
+        if let Some(t) = self.target {
             metrics::record_request(
-                &self.model,
-                &self.version.to_string(),
+                &t.model,
+                &t.version.to_string(),
                 self.protocol,
                 "cancelled",
                 self.started.elapsed(),
@@ -244,20 +243,17 @@ impl Service {
     ) -> Result<InferResponse> {
         let target = self.resolve(model, version);
         // If the caller goes away mid-request this future is dropped: count it as cancelled.
-        let mut cancelled = target.as_ref().ok().map(|t| CancelGuard {
-            model: t.model.clone(),
-            version: t.version,
+        let mut cancelled = CancelGuard {
+            target: target.as_deref().ok(),
             protocol,
             started,
-        });
+        };
         let result = match (&target, request) {
             (Err(e), _) => Err(e.clone()),
             (Ok(_), Err(e)) => Err(e),
             (Ok(t), Ok(req)) => t.infer(req).await,
         };
-        if let Some(g) = cancelled.as_mut() {
-            g.model.clear();
-        }
+        cancelled.target = None;
         let outcome = match &result {
             Ok(_) => "success",
             Err(e) => e.label(),
