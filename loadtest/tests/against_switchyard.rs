@@ -41,6 +41,36 @@ async fn loadtest(args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// One target replaying `request` (a request file, so no metadata is fetched): the first result.
+async fn replay(
+    target: &str,
+    model: &str,
+    request: &std::path::Path,
+    concurrency: &str,
+    requests: &str,
+) -> Value {
+    let request = request.display().to_string();
+    let doc = loadtest(&[
+        "--target",
+        target,
+        "--model",
+        model,
+        "--request-file",
+        &request,
+        "--concurrency",
+        concurrency,
+        "--requests",
+        requests,
+        "--duration",
+        "30s",
+        "--warmup",
+        "0s",
+        "--json",
+    ])
+    .await;
+    doc["results"][0].clone()
+}
+
 fn counts_add_up(r: &Value) {
     let errors: u64 = r["errors"]
         .as_object()
@@ -137,27 +167,14 @@ async fn errors_are_classified() {
         serde_json::json!({"inputs": [{"name": "X", "shape": [1, 30], "datatype": "FP32", "data": rows}]}).to_string(),
     )
     .unwrap();
-    let doc = loadtest(&[
-        "--target",
+    let busy = &replay(
         &format!("busy=http://{http}"),
-        "--model",
         "breast_cancer",
-        "--request-file",
-        &request.display().to_string(),
-        "--concurrency",
+        &request,
         "32",
-        "--batch",
-        "1",
-        "--requests",
         "3000",
-        "--duration",
-        "30s",
-        "--warmup",
-        "0s",
-        "--json",
-    ])
+    )
     .await;
-    let busy = &doc["results"][0];
     counts_add_up(busy);
     assert_eq!(busy["sent"], 3000);
     assert!(
@@ -167,25 +184,14 @@ async fn errors_are_classified() {
     assert!(busy["ok"].as_u64().unwrap() > 0);
 
     // A model that does not exist: every request is an http 404.
-    let doc = loadtest(&[
-        "--target",
+    let r = &replay(
         &format!("missing=http://{http}"),
-        "--model",
         "no_such_model",
-        "--request-file",
-        &request.display().to_string(),
-        "--concurrency",
+        &request,
         "2",
-        "--requests",
         "50",
-        "--duration",
-        "30s",
-        "--warmup",
-        "0s",
-        "--json",
-    ])
+    )
     .await;
-    let r = &doc["results"][0];
     counts_add_up(r);
     assert_eq!(r["errors"]["http 404"], 50, "{r}");
     assert_eq!(r["ok"], 0);
@@ -195,25 +201,14 @@ async fn errors_are_classified() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let doc = loadtest(&[
-        "--target",
+    let r = &replay(
         &format!("down=http://{closed}"),
-        "--model",
         "breast_cancer",
-        "--request-file",
-        &request.display().to_string(),
-        "--concurrency",
+        &request,
         "1",
-        "--requests",
         "5",
-        "--duration",
-        "30s",
-        "--warmup",
-        "0s",
-        "--json",
-    ])
+    )
     .await;
-    let r = &doc["results"][0];
     counts_add_up(r);
     assert_eq!(r["errors"]["connect"], 5, "{r}");
     s.shutdown();

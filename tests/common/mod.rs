@@ -175,19 +175,7 @@ impl TestServer {
         path: &str,
         body: &serde_json::Value,
     ) -> (u16, serde_json::Value) {
-        let r = self
-            .client
-            .post(self.url(path))
-            .body(serde_json::to_vec(body).unwrap())
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        let body = r.bytes().await.unwrap();
-        (
-            status,
-            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
-        )
+        post(&self.client, &self.url(path), body).await
     }
 
     pub async fn text(&self, path: &str) -> String {
