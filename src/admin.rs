@@ -1,28 +1,147 @@
 //! The operator CLI (`switchyard models|load|unload|promote`): a small client of a running
 //! server's admin endpoints (`/admin/...`).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::{Value, json};
 
 use crate::cli::{AdminArgs, Command};
 
-/// `host:port` of an `http://host:port[/...]` address.
-fn authority(server: &str) -> Result<String, String> {
-    let rest = server.strip_prefix("http://").ok_or_else(|| {
-        format!("--server must be an http:// address (e.g. http://127.0.0.1:8000), not '{server}'")
-    })?;
-    let host = rest.split('/').next().unwrap_or_default();
-    if host.is_empty() {
+/// Where a `--server` address points: TLS or not, the host (for SNI) and `host:port`.
+#[derive(Debug, PartialEq, Eq)]
+struct Target {
+    tls: bool,
+    host: String,
+    authority: String,
+}
+
+fn target(server: &str) -> Result<Target, String> {
+    let (tls, rest) = if let Some(rest) = server.strip_prefix("http://") {
+        (false, rest)
+    } else if let Some(rest) = server.strip_prefix("https://") {
+        (true, rest)
+    } else {
+        return Err(format!(
+            "--server must be an http:// or https:// address (e.g. http://127.0.0.1:8000), not '{server}'"
+        ));
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.is_empty() {
         return Err(format!("--server '{server}' has no host"));
     }
-    Ok(if host.contains(':') {
-        host.to_string()
+    // `[::1]:8000`, `host:8000`, or a bare host with the scheme's port.
+    let (host, has_port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (h, after) = v6
+                .split_once(']')
+                .ok_or_else(|| format!("--server '{server}' has an unclosed '['"))?;
+            (h.to_string(), after.starts_with(':'))
+        }
+        None => match authority.split_once(':') {
+            Some((h, _)) => (h.to_string(), true),
+            None => (authority.to_string(), false),
+        },
+    };
+    let authority = if has_port {
+        authority.to_string()
     } else {
-        format!("{host}:80")
+        format!("{authority}:{}", if tls { 443 } else { 80 })
+    };
+    Ok(Target {
+        tls,
+        host,
+        authority,
     })
+}
+
+/// The token to send: the first token line of --token-file, else SWITCHYARD_TOKEN.
+fn token(admin: &AdminArgs) -> Result<Option<String>, String> {
+    if let Some(path) = &admin.token_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read --token-file '{}': {e}", path.display()))?;
+        let token = text
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#'))
+            .ok_or_else(|| format!("--token-file '{}' holds no token", path.display()))?;
+        return Ok(Some(token.to_string()));
+    }
+    Ok(std::env::var("SWITCHYARD_TOKEN")
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty()))
+}
+
+fn pem_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("cannot read certificates from '{}': {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("'{}' holds no PEM certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+/// The TLS client settings: the CA to trust (or the system's) and an optional client cert.
+fn tls_connector(admin: &AdminArgs) -> Result<tokio_rustls::TlsConnector, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match &admin.ca_cert {
+        Some(path) => {
+            for cert in pem_certs(path)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("'{}': {e}", path.display()))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots);
+    let mut config = match (&admin.client_cert, &admin.client_key) {
+        (Some(cert), Some(key)) => {
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| format!("cannot read --client-key '{}': {e}", key.display()))?;
+            builder
+                .with_client_auth_cert(pem_certs(cert)?, key)
+                .map_err(|e| format!("--client-cert/--client-key: {e}"))?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+async fn send<IO>(
+    io: IO,
+    server: &str,
+    req: Request<Full<Bytes>>,
+) -> Result<hyper::Response<hyper::body::Incoming>, String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| format!("{server}: {e}"))?;
+    tokio::spawn(conn);
+    sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("{server}: {e}"))
 }
 
 async fn call(
@@ -31,26 +150,34 @@ async fn call(
     path: &str,
     body: Option<Value>,
 ) -> Result<Value, String> {
-    let authority = authority(&admin.server)?;
-    let tcp = tokio::net::TcpStream::connect(&authority)
-        .await
-        .map_err(|e| format!("cannot reach {}: {e}", admin.server))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .map_err(|e| format!("{}: {e}", admin.server))?;
-    tokio::spawn(conn);
+    let target = target(&admin.server)?;
+    let token = token(admin)?;
     let bytes = body.map(|b| b.to_string()).unwrap_or_default();
-    let req = Request::builder()
+    let mut req = Request::builder()
         .method(method)
         .uri(path)
-        .header(hyper::header::HOST, &authority)
-        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header(hyper::header::HOST, &target.authority)
+        .header(hyper::header::CONTENT_TYPE, "application/json");
+    if let Some(t) = &token {
+        req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let req = req
         .body(Full::new(Bytes::from(bytes)))
         .map_err(|e| e.to_string())?;
-    let resp = sender
-        .send_request(req)
+    let tcp = tokio::net::TcpStream::connect(&target.authority)
         .await
-        .map_err(|e| format!("{}: {e}", admin.server))?;
+        .map_err(|e| format!("cannot reach {}: {e}", admin.server))?;
+    let resp = if target.tls {
+        let name = ServerName::try_from(target.host.clone())
+            .map_err(|e| format!("--server '{}': {e}", admin.server))?;
+        let tls = tls_connector(admin)?
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS with {} failed: {e}", admin.server))?;
+        send(tls, &admin.server, req).await?
+    } else {
+        send(tcp, &admin.server, req).await?
+    };
     let status = resp.status();
     let body = resp
         .into_body()
@@ -66,7 +193,11 @@ async fn call(
             .as_str()
             .map(String::from)
             .unwrap_or_else(|| String::from_utf8_lossy(&body).to_string());
-        Err(format!("{} ({status})", msg))
+        let hint = match (status.as_u16(), &token) {
+            (401, None) => " (give a token with --token-file or SWITCHYARD_TOKEN)",
+            _ => "",
+        };
+        Err(format!("{msg} ({status}){hint}"))
     }
 }
 
@@ -172,13 +303,23 @@ mod tests {
 
     #[test]
     fn server_addresses() {
+        let t = target("http://127.0.0.1:8000").unwrap();
+        assert_eq!((t.tls, t.authority.as_str()), (false, "127.0.0.1:8000"));
+        let t = target("http://gw.local/").unwrap();
+        assert_eq!(t.authority, "gw.local:80");
+        let t = target("https://gw.local").unwrap();
         assert_eq!(
-            authority("http://127.0.0.1:8000").unwrap(),
-            "127.0.0.1:8000"
+            (t.tls, t.host.as_str(), t.authority.as_str()),
+            (true, "gw.local", "gw.local:443")
         );
-        assert_eq!(authority("http://gw.local/").unwrap(), "gw.local:80");
-        assert!(authority("https://x:1").is_err());
-        assert!(authority("127.0.0.1:8000").is_err());
+        let t = target("https://[::1]:9443").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.authority.as_str()),
+            ("::1", "[::1]:9443")
+        );
+        assert!(target("ftp://x:1").is_err());
+        assert!(target("127.0.0.1:8000").is_err());
+        assert!(target("http://").is_err());
     }
 
     #[test]

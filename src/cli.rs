@@ -45,16 +45,33 @@ pub enum Command {
     Promote(PromoteArgs),
 }
 
-/// Where the running server's admin endpoints are.
+/// Where the running server's admin endpoints are, and how to prove who we are.
 #[derive(Debug, Clone, Args)]
 pub struct AdminArgs {
-    /// The server's REST address.
+    /// The server's REST address: http://host:port, or https://host:port for a TLS server.
     #[arg(
         long,
         env = "SWITCHYARD_SERVER",
         default_value = "http://127.0.0.1:8000"
     )]
     pub server: String,
+
+    /// File holding the admin token (its first token line is sent as `Authorization: Bearer`).
+    /// The token can also come from the SWITCHYARD_TOKEN environment variable.
+    #[arg(long, env = "SWITCHYARD_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// PEM CA certificate(s) to verify an https:// server with (default: the system's roots).
+    #[arg(long, env = "SWITCHYARD_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// PEM client certificate for a server that requires mutual TLS (with --client-key).
+    #[arg(long, env = "SWITCHYARD_CLIENT_CERT", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+
+    /// PEM private key of --client-cert.
+    #[arg(long, env = "SWITCHYARD_CLIENT_KEY", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -130,6 +147,43 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHYARD_MAX_REQUEST_SIZE", default_value_t = 64 * 1024 * 1024)]
     pub max_request_size: usize,
 
+    /// Admin tokens, one per line (`#` comments allowed); re-read when the file changes. Without
+    /// it, admin endpoints (load, unload, promote, repository) answer only loopback callers.
+    #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+
+    /// Inference tokens, one per line; when given, health, metadata and inference need an
+    /// inference or admin token. Without it they are open.
+    #[arg(long, env = "SWITCHYARD_INFER_TOKEN_FILE")]
+    pub infer_token_file: Option<PathBuf>,
+
+    /// PEM certificate chain: serve REST and gRPC over TLS (with --tls-key). Reloaded when the
+    /// file changes.
+    #[arg(long, env = "SWITCHYARD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "SWITCHYARD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificate(s): require clients to present a certificate it signed (mutual TLS).
+    #[arg(long, env = "SWITCHYARD_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Most inference requests in flight, server-wide; beyond it callers get 429 /
+    /// RESOURCE_EXHAUSTED before their body is read. 0 = no limit.
+    #[arg(
+        long,
+        env = "SWITCHYARD_MAX_CONCURRENT_REQUESTS",
+        default_value_t = 1024
+    )]
+    pub max_concurrent_requests: usize,
+
+    /// Seconds a client has to send a request's headers, and then its body (each); also how long
+    /// an idle keep-alive connection and a TLS handshake may last.
+    #[arg(long, env = "SWITCHYARD_REQUEST_READ_TIMEOUT_SECS", default_value_t = 30.0, value_parser = read_timeout_secs)]
+    pub request_read_timeout_secs: f64,
+
     /// Seconds between HTTP/2 keep-alive pings on idle gRPC connections.
     #[arg(long, env = "SWITCHYARD_GRPC_KEEPALIVE_SECS", default_value_t = 60)]
     pub grpc_keepalive_secs: u64,
@@ -193,7 +247,33 @@ fn poll_secs(s: &str) -> Result<f64, String> {
     }
 }
 
+fn read_timeout_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.05..=3600.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "'{s}' is not a number of seconds between 0.05 and 3600"
+        )),
+    }
+}
+
 impl ServeArgs {
+    /// The read timeout as a duration.
+    pub fn read_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.request_read_timeout_secs.clamp(0.05, 3600.0))
+    }
+
+    /// TLS files, when TLS is on.
+    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+            }),
+            _ => None,
+        }
+    }
+
     /// Settings with every default, as `switchyard serve` with no flags (for tests and embedding).
     pub fn with_repository(path: impl Into<PathBuf>) -> Self {
         let args = Cli::parse_from(["switchyard", "serve"]);

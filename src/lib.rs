@@ -2,6 +2,7 @@
 //!
 //! Where things live:
 //! - `http` (and `grpc`): protocol front ends, thin adapters over [`service`];
+//! - `auth`, `tls`, `listener`: who may call what, TLS, accepting connections (both front ends);
 //! - `core`: protocol-agnostic tensors, requests, signatures and validation;
 //! - `batching`: the per-version queue, batcher thread and workers;
 //! - `runtime`: ONNX Runtime (library loading, sessions) behind a small `Backend` trait;
@@ -10,12 +11,14 @@
 //! - `monitoring`: Prometheus metrics.
 
 pub mod admin;
+pub mod auth;
 pub mod batching;
 pub mod cli;
 pub mod core;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod listener;
 pub mod logging;
 pub mod models;
 pub mod monitoring;
@@ -24,3 +27,4 @@ pub mod runtime;
 pub mod server;
 pub mod service;
 pub mod shutdown;
+pub mod tls;

@@ -5,19 +5,25 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
+use crate::auth::Auth;
 use crate::cli::ServeArgs;
 use crate::grpc::{self, GrpcOptions};
 use crate::http::{self, HttpState};
+use crate::listener;
 use crate::models::ModelManager;
 use crate::monitoring::metrics;
 use crate::registry::FolderRegistry;
 use crate::runtime::library;
 use crate::service::Service;
 use crate::shutdown;
+use crate::tls::{Alpn, Tls};
+
+/// How often token and certificate files are checked for changes.
+const RELOAD_EVERY: Duration = Duration::from_secs(2);
 
 pub type StartError = String;
 
@@ -56,6 +62,28 @@ impl Server {
         let models = Arc::new(ModelManager::new(registry, args.manager_options(), env));
         let service = Arc::new(Service::new(models.clone(), args.strict_readiness));
 
+        let auth = Arc::new(
+            Auth::from_files(
+                args.admin_token_file.as_deref(),
+                args.infer_token_file.as_deref(),
+            )
+            .map_err(|e| e.to_string())?,
+        );
+        auth.log_policy();
+        let tls = match args.tls_files() {
+            None => None,
+            Some(files) => Some((
+                Arc::new(Tls::load(files.clone(), Alpn::Http1).map_err(|e| e.to_string())?),
+                Arc::new(Tls::load(files, Alpn::H2).map_err(|e| e.to_string())?),
+            )),
+        };
+        let admission = Arc::new(Semaphore::new(if args.max_concurrent_requests == 0 {
+            Semaphore::MAX_PERMITS
+        } else {
+            args.max_concurrent_requests.min(Semaphore::MAX_PERMITS)
+        }));
+        let read_timeout = args.read_timeout();
+
         let (trigger, signal) = shutdown::channel();
         let stop_models = signal.clone();
         // Both listeners are bound before anything starts, so a busy port fails the start cleanly.
@@ -67,36 +95,61 @@ impl Server {
         let grpc_addr = grpc_listener
             .local_addr()
             .map_err(|e| format!("cannot read the gRPC address: {e}"))?;
+        tokio::spawn(auth.clone().watch(RELOAD_EVERY, signal.clone()));
+        if let Some((http_tls, grpc_tls)) = &tls {
+            tokio::spawn(http_tls.clone().watch(RELOAD_EVERY, signal.clone()));
+            tokio::spawn(grpc_tls.clone().watch(RELOAD_EVERY, signal.clone()));
+        }
+        let scheme = if tls.is_some() { "https" } else { "http" };
+
         let app = http::router(Arc::new(HttpState {
             service: service.clone(),
             metrics,
             max_request_size: args.max_request_size,
+            auth: auth.clone(),
+            admission: admission.clone(),
+            max_concurrent_requests: args.max_concurrent_requests,
+            read_timeout,
         }));
-        let listener = http_listener.tap_io(|tcp| {
-            // Responses are small and latency matters more than packet count.
-            let _ = tcp.set_nodelay(true);
-        });
+        let http_incoming = listener::accept(
+            http_listener,
+            tls.as_ref().map(|t| t.0.clone()),
+            read_timeout,
+            "http",
+            signal.clone(),
+        );
         let http_signal = signal.clone();
         let http_task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(http_signal.wait())
-                .await
-                .map_err(|e| format!("the REST server failed: {e}"))
+            listener::serve_http(http_incoming, app, read_timeout, http_signal).await;
+            Ok(())
         });
-        tracing::info!(protocol = "http", addr = %http_addr, "listening");
+        tracing::info!(protocol = "http", addr = %http_addr, scheme, "listening");
 
         let options = GrpcOptions {
             max_message_size: args.max_request_size,
             keepalive_interval: Duration::from_secs(args.grpc_keepalive_secs.max(1)),
             keepalive_timeout: Duration::from_secs(args.grpc_keepalive_timeout_secs.max(1)),
         };
+        let guard = grpc::guard::Guard {
+            auth,
+            admission,
+            max_concurrent_requests: args.max_concurrent_requests,
+            service: service.clone(),
+        };
+        let grpc_incoming = listener::accept(
+            grpc_listener,
+            tls.as_ref().map(|t| t.1.clone()),
+            read_timeout,
+            "grpc",
+            signal.clone(),
+        );
         let grpc_service = service.clone();
         let grpc_task = tokio::spawn(async move {
-            grpc::serve(grpc_listener, grpc_service, options, signal)
+            grpc::serve(grpc_incoming, grpc_service, guard, options, signal)
                 .await
                 .map_err(|e| format!("the gRPC server failed: {e}"))
         });
-        tracing::info!(protocol = "grpc", addr = %grpc_addr, "listening");
+        tracing::info!(protocol = "grpc", addr = %grpc_addr, scheme, "listening");
 
         tokio::spawn(manage_models(
             models.clone(),

@@ -230,6 +230,14 @@ impl Service {
         })
     }
 
+    /// Counts a request refused before it was read (server-wide admission), under the model's
+    /// name when the server has it.
+    pub fn record_refused(&self, protocol: Protocol, started: Instant, model: &str, e: &Error) {
+        let known = self.models.snapshot().models.contains_key(model);
+        let label = if known { model } else { metrics::UNKNOWN_MODEL };
+        metrics::record_request(label, "", protocol, e.label(), started.elapsed());
+    }
+
     /// Runs one inference. `request` is what the front end decoded (its error, if decoding
     /// failed, is reported after the model lookup so an unknown model is always a 404). Every
     /// call is counted in the request metrics, `started` being when the request arrived.
@@ -242,6 +250,20 @@ impl Service {
         request: Result<InferRequest>,
     ) -> Result<InferResponse> {
         let target = self.resolve(model, version);
+        self.infer_on(protocol, started, model, target, request)
+            .await
+    }
+
+    /// Runs one inference on a version the front end already resolved (REST resolves before
+    /// reading the body, so an unknown model or a full queue costs no decoding).
+    pub async fn infer_on(
+        &self,
+        protocol: Protocol,
+        started: Instant,
+        model: &str,
+        target: Result<Arc<LoadedVersion>>,
+        request: Result<InferRequest>,
+    ) -> Result<InferResponse> {
         // If the caller goes away mid-request this future is dropped: count it as cancelled.
         let mut cancelled = CancelGuard {
             target: target.as_deref().ok(),
@@ -273,7 +295,7 @@ impl Service {
             }
         }
         if let Err(e) = &result {
-            tracing::debug!(model, version, protocol = protocol.as_str(), error = %e, "inference failed");
+            tracing::debug!(model, protocol = protocol.as_str(), error = %e, "inference failed");
         }
         result
     }

@@ -107,6 +107,24 @@ impl Scheduler {
         self.queued.load(Ordering::Relaxed)
     }
 
+    /// The refusal a full queue gives, before the request is even read: front ends call this
+    /// first, so an overloaded version costs no body read or decoding.
+    pub fn refuse_if_full(&self) -> Result<()> {
+        if self.queued() >= self.max_queue_size {
+            Err(self.overloaded())
+        } else {
+            Ok(())
+        }
+    }
+
+    fn overloaded(&self) -> Error {
+        Error::Overloaded(format!(
+            "{} is overloaded: its queue holds the maximum of {} waiting requests \
+             (batching.max_queue_size); retry later",
+            self.name, self.max_queue_size
+        ))
+    }
+
     /// Queues a request and waits for its outputs. Refuses at once when the queue is full.
     /// Dropping the returned future withdraws the request if it has not started running.
     pub async fn run(
@@ -133,11 +151,7 @@ impl Scheduler {
         let before = self.queued.fetch_add(1, Ordering::AcqRel);
         if before >= self.max_queue_size {
             self.queued.fetch_sub(1, Ordering::AcqRel);
-            return Err(Error::Overloaded(format!(
-                "{} is overloaded: its queue holds the maximum of {} waiting requests \
-                 (batching.max_queue_size); retry later",
-                self.name, self.max_queue_size
-            )));
+            return Err(self.overloaded());
         }
         self.metrics.pending.increment(1.0);
         let now = Instant::now();

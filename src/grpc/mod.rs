@@ -2,19 +2,20 @@
 //! plus the standard `grpc.health.v1` service. A thin adapter over [`Service`], like REST.
 
 pub mod convert;
+pub mod guard;
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{Stream, StreamExt};
-use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
-use tonic::{Request, Response, Status, Streaming};
+use tokio::sync::mpsc;
+use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::core::infer::Protocol;
 use crate::core::signature::TensorSpec;
 use crate::error::Error;
+use crate::listener::Accepted;
 use crate::service::{self, Service};
 use crate::shutdown;
 
@@ -34,6 +35,46 @@ pub struct GrpcOptions {
     pub max_message_size: usize,
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
+}
+
+/// The gRPC code of each error variant.
+pub fn code_of(e: &Error) -> Code {
+    match e {
+        Error::InvalidInput(_) => Code::InvalidArgument,
+        Error::NotFound(_) => Code::NotFound,
+        Error::PayloadTooLarge { .. } => Code::ResourceExhausted,
+        Error::ReadTimeout(_) => Code::DeadlineExceeded,
+        Error::Unavailable(_) => Code::Unavailable,
+        Error::Overloaded(_) => Code::ResourceExhausted,
+        Error::Timeout(_) => Code::DeadlineExceeded,
+        Error::Cancelled(_) => Code::Cancelled,
+        Error::Inference(_) | Error::Internal(_) => Code::Internal,
+        Error::Unimplemented(_) => Code::Unimplemented,
+        Error::FailedPrecondition(_) => Code::FailedPrecondition,
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        Status::new(code_of(&e), e.to_string())
+    }
+}
+
+/// Logs an admin call (the guard has checked the caller already).
+fn audit<T>(
+    action: &str,
+    model: &str,
+    peer: Option<std::net::SocketAddr>,
+    result: &Result<T, Error>,
+) {
+    match result {
+        Ok(_) => {
+            tracing::info!(action, model = ?model, peer = ?peer, protocol = "grpc", outcome = "ok", "admin call")
+        }
+        Err(e) => {
+            tracing::info!(action, model = ?model, peer = ?peer, protocol = "grpc", outcome = "failed", error = %e, "admin call")
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -203,9 +244,11 @@ impl GrpcInferenceService for GrpcFrontEnd {
         &self,
         req: Request<pb::RepositoryModelLoadRequest>,
     ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
-        self.service
-            .load_model(&req.into_inner().model_name)
-            .await?;
+        let peer = req.remote_addr();
+        let model = req.into_inner().model_name;
+        let result = self.service.load_model(&model).await;
+        audit("load", &model, peer, &result);
+        result?;
         Ok(Response::new(pb::RepositoryModelLoadResponse {}))
     }
 
@@ -213,9 +256,11 @@ impl GrpcInferenceService for GrpcFrontEnd {
         &self,
         req: Request<pb::RepositoryModelUnloadRequest>,
     ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
-        self.service
-            .unload_model(&req.into_inner().model_name)
-            .await?;
+        let peer = req.remote_addr();
+        let model = req.into_inner().model_name;
+        let result = self.service.unload_model(&model).await;
+        audit("unload", &model, peer, &result);
+        result?;
         Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
     }
 }
@@ -254,10 +299,11 @@ async fn report_health(
     set(ServingStatus::NotServing).await;
 }
 
-/// Serves gRPC on `listener` until `stop` fires, then drains in-flight calls.
+/// Serves gRPC on accepted connections until `stop` fires, then drains in-flight calls.
 pub async fn serve(
-    listener: TcpListener,
+    incoming: mpsc::Receiver<Accepted>,
     service: Arc<Service>,
+    guard: guard::Guard,
     options: GrpcOptions,
     stop: shutdown::Signal,
 ) -> Result<(), tonic::transport::Error> {
@@ -267,12 +313,14 @@ pub async fn serve(
     let inference = GrpcInferenceServiceServer::new(GrpcFrontEnd::new(service))
         .max_decoding_message_size(options.max_message_size)
         .max_encoding_message_size(options.max_message_size);
-    // tonic applies TCP_NODELAY only to sockets it accepts itself; without it, small responses
-    // meet Nagle's algorithm and delayed ACKs (40 ms stalls).
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    // Connections arrive accepted (TCP_NODELAY set, TLS done) from the shared listener.
+    let incoming = futures_util::stream::unfold(incoming, |mut rx| async move {
+        rx.recv().await.map(|a| (Ok::<_, std::io::Error>(a.io), rx))
+    });
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(options.keepalive_interval))
         .http2_keepalive_timeout(Some(options.keepalive_timeout))
+        .layer(guard)
         .add_service(health_service)
         .add_service(inference)
         .serve_with_incoming_shutdown(incoming, stop.wait())

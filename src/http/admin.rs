@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
+use super::guard::AuditVersion;
 use super::{HttpState, error_response};
 use crate::error::Error;
 
@@ -84,8 +85,10 @@ async fn promote(
             )));
         }
     };
-    match s.service.promote(&model, version).await {
+    let mut response = match s.service.promote(&model, version).await {
         Ok(pinned) => axum::Json(json!({"model": model, "pinned_version": pinned})).into_response(),
         Err(e) => error_response(&e),
-    }
+    };
+    response.extensions_mut().insert(AuditVersion(version));
+    response
 }

@@ -1,12 +1,19 @@
-//! Reading request bodies: the size limit (413), `Content-Encoding` (gzip, deflate, as
-//! `tritonclient` can send), and the binary extension's header.
+//! Reading request bodies: the size limit (413), the read deadline (408), `Content-Encoding`
+//! (gzip, deflate, as `tritonclient` can send), and the binary extension's header.
+//!
+//! A refused body is not simply dropped: clients such as Python `requests` write the whole body
+//! before they read the answer, and a server that closes on them leaves them with a broken pipe
+//! instead of the 413 and its message. So what remains is read and thrown away in the
+//! background, up to a bounded amount and until the read deadline, while the answer goes out.
 
 use std::io::Read;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, header};
-use bytes::Bytes;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use tokio::time::Instant;
 
 use super::HEADER_CONTENT_LENGTH;
 use crate::error::{Error, Result};
@@ -18,34 +25,114 @@ fn too_large(size: u64, limit: usize) -> Error {
     }
 }
 
-/// Reads the whole body, refusing more than `limit` bytes (before and after decompression).
-pub async fn read(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes> {
-    if let Some(len) = headers
+/// The declared `Content-Length`, if any.
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// Reads and discards up to `budget` bytes of `body` in the background, until `deadline`, so a
+/// client that writes its whole body before reading can read the answer it gets early.
+pub fn discard(body: Body, budget: u64, deadline: Instant) {
+    tokio::spawn(async move {
+        let mut body = body;
+        let mut seen = 0u64;
+        while seen <= budget {
+            match tokio::time::timeout_at(deadline, body.frame()).await {
+                Ok(Some(Ok(frame))) => {
+                    seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+                }
+                _ => return,
+            }
+        }
+    });
+}
+
+/// Reads the whole (still encoded) body, refusing more than `limit` bytes and a body that has not
+/// arrived by `deadline`. What a refused client still sends is discarded in the background.
+pub async fn read(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+    deadline: Instant,
+) -> Result<Bytes> {
+    let declared = content_length(headers);
+    if let Some(len) = declared
         && len > limit as u64
     {
+        // Discard what fits the budget; a body larger than that closes the connection.
+        if len <= 2 * limit as u64 {
+            discard(body, len, deadline);
+        }
         return Err(too_large(len, limit));
     }
-    let bytes = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return Err(too_large(limit as u64 + 1, limit));
+    let mut body = body;
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut total = 0usize;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => {
+                return Err(Error::ReadTimeout(format!(
+                    "the request body did not arrive in time ({} of {} bytes received; \
+                     see --request-read-timeout-secs)",
+                    total,
+                    declared.map_or("unknown".into(), |d| d.to_string())
+                )));
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return Err(Error::invalid(format!("cannot read the request body: {e}")));
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        total += data.len();
+        if total > limit {
+            discard(body, limit as u64, deadline);
+            return Err(too_large(total as u64, limit));
         }
-        Err(e) => return Err(Error::invalid(format!("cannot read the request body: {e}"))),
-    };
-    let encoding = headers
+        chunks.push(data);
+    }
+    Ok(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.swap_remove(0),
+        _ => {
+            let mut all = BytesMut::with_capacity(total);
+            for c in &chunks {
+                all.extend_from_slice(c);
+            }
+            all.freeze()
+        }
+    })
+}
+
+/// The body's `Content-Encoding`, checked: `None` for identity.
+pub fn encoding(headers: &HeaderMap) -> Result<Option<&'static str>> {
+    let value = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim().to_ascii_lowercase());
-    match encoding.as_deref() {
-        None | Some("") | Some("identity") => Ok(bytes),
-        Some("gzip") => inflate(flate2::read::GzDecoder::new(&bytes[..]), "gzip", limit),
-        Some("deflate") => inflate(flate2::read::ZlibDecoder::new(&bytes[..]), "deflate", limit),
+    match value.as_deref() {
+        None | Some("") | Some("identity") => Ok(None),
+        Some("gzip") => Ok(Some("gzip")),
+        Some("deflate") => Ok(Some("deflate")),
         Some(other) => Err(Error::invalid(format!(
             "unsupported Content-Encoding '{other}' (supported: gzip, deflate)"
         ))),
+    }
+}
+
+/// Decompresses a body read with `encoding`, refusing more than `limit` bytes of output.
+/// CPU-bound: large bodies are decompressed off the async threads.
+pub fn decompress(bytes: Bytes, encoding: Option<&str>, limit: usize) -> Result<Bytes> {
+    match encoding {
+        None => Ok(bytes),
+        Some("gzip") => inflate(flate2::read::GzDecoder::new(&bytes[..]), "gzip", limit),
+        Some(_) => inflate(flate2::read::ZlibDecoder::new(&bytes[..]), "deflate", limit),
     }
 }
 
@@ -80,4 +167,9 @@ pub fn header_length(headers: &HeaderMap) -> Result<Option<usize>> {
                 ))
             }),
     }
+}
+
+/// The deadline for a request that arrived now.
+pub fn deadline(read_timeout: Duration) -> Instant {
+    Instant::now() + read_timeout
 }

@@ -5,20 +5,24 @@
 pub mod admin;
 pub mod body;
 pub mod codec;
+pub mod guard;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use serde_json::json;
+use tokio::sync::Semaphore;
 
+use crate::auth::Auth;
 use crate::core::infer::Protocol;
 use crate::core::signature::TensorSpec;
 use crate::error::Error;
@@ -27,10 +31,20 @@ use crate::service::{self, ModelMetadata, Service};
 /// Triton's binary extension header: the length of the JSON part of a body.
 pub const HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
 
+/// Bodies larger than this are decompressed and decoded on a blocking thread, so one big request
+/// never stalls the async threads that serve everyone's small ones.
+const OFFLOAD_BYTES: usize = 256 * 1024;
+
 pub struct HttpState {
     pub service: Arc<Service>,
     pub metrics: PrometheusHandle,
     pub max_request_size: usize,
+    pub auth: Arc<Auth>,
+    /// Inference requests in flight, server-wide (`--max-concurrent-requests`).
+    pub admission: Arc<Semaphore>,
+    pub max_concurrent_requests: usize,
+    /// Time a request's body has to arrive (`--request-read-timeout-secs`).
+    pub read_timeout: Duration,
 }
 
 pub fn router(state: Arc<HttpState>) -> Router {
@@ -54,16 +68,31 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/metrics", get(render_metrics))
         .merge(admin::routes())
         .fallback(unknown_path)
+        .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
         .with_state(state)
+}
+
+/// The HTTP status of each error variant.
+pub fn status_of(e: &Error) -> StatusCode {
+    match e {
+        Error::InvalidInput(_) => StatusCode::BAD_REQUEST,
+        Error::NotFound(_) => StatusCode::NOT_FOUND,
+        Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        Error::ReadTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+        Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
+        Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        // nginx's "client closed request"; the caller never reads it, but logs and metrics do.
+        Error::Cancelled(_) => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+        Error::Inference(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        Error::Unimplemented(_) => StatusCode::NOT_IMPLEMENTED,
+        Error::FailedPrecondition(_) => StatusCode::CONFLICT,
+    }
 }
 
 /// The V2 error body: `{"error": "<message>"}` with the status the error variant decides.
 pub fn error_response(e: &Error) -> Response {
-    (
-        e.http_status(),
-        axum::Json(json!({ "error": e.to_string() })),
-    )
-        .into_response()
+    (status_of(e), axum::Json(json!({ "error": e.to_string() }))).into_response()
 }
 
 async fn unknown_path(uri: axum::http::Uri) -> Response {
@@ -205,18 +234,27 @@ async fn run_infer(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let decoded = match body::read(body, &headers, s.max_request_size).await {
-        Ok(bytes) => body::header_length(&headers)
-            .and_then(|header_len| codec::decode_request(&bytes, header_len)),
-        Err(e) => Err(e),
+    let deadline = body::deadline(s.read_timeout);
+    // Admission before work: an unknown model or a full queue costs no body read or parse.
+    let target = s.service.resolve(&model, &version);
+    let early = match &target {
+        Err(e) => Some(e.clone()),
+        Ok(t) => t.scheduler.refuse_if_full().err(),
     };
-    let (request, format) = match decoded {
+    let request = match early {
+        Some(e) => {
+            body::discard(body, s.max_request_size as u64, deadline);
+            Err(e)
+        }
+        None => decode(&s, &headers, body, deadline).await,
+    };
+    let (request, format) = match request {
         Ok((r, f)) => (Ok(r), f),
         Err(e) => (Err(e), codec::OutputFormat::default()),
     };
     let result = s
         .service
-        .infer(Protocol::Http, started, &model, &version, request)
+        .infer_on(Protocol::Http, started, &model, target, request)
         .await
         .and_then(|resp| codec::encode_response(&resp, &format));
     match result {
@@ -244,6 +282,35 @@ async fn run_infer(
             .into_response(),
         Err(e) => error_response(&e),
     }
+}
+
+/// Reads, decompresses and decodes an inference body; large ones on a blocking thread.
+async fn decode(
+    s: &HttpState,
+    headers: &HeaderMap,
+    body: Body,
+    deadline: tokio::time::Instant,
+) -> crate::error::Result<(crate::core::infer::InferRequest, codec::OutputFormat)> {
+    let header_len = body::header_length(headers)?;
+    let encoding = body::encoding(headers)?;
+    let bytes = body::read(body, headers, s.max_request_size, deadline).await?;
+    let limit = s.max_request_size;
+    let work = move || {
+        let bytes = body::decompress(bytes, encoding, limit)?;
+        codec::decode_request(&bytes, header_len)
+    };
+    if encoding.is_none() && headers_small(headers, OFFLOAD_BYTES) {
+        work()
+    } else {
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| Error::Internal(format!("the request decoder failed: {e}")))?
+    }
+}
+
+/// Whether the declared body is at most `limit` bytes (unknown length counts as large).
+fn headers_small(headers: &HeaderMap, limit: usize) -> bool {
+    body::content_length(headers).is_some_and(|n| n <= limit as u64)
 }
 
 /// The repository extension's index: `POST /v2/repository/index`, optional body `{"ready": true}`.

@@ -26,6 +26,8 @@ pub const LOAD_DURATION: &str = "switchyard_model_load_duration_seconds";
 pub const LOAD_FAILURES: &str = "switchyard_model_load_failures_total";
 pub const SWAPS: &str = "switchyard_model_swaps_total";
 pub const VERSIONS_LOADED: &str = "switchyard_model_versions_loaded";
+pub const CONNECTION_ERRORS: &str = "switchyard_connection_errors_total";
+pub const AUTH_REFUSALS: &str = "switchyard_auth_refusals_total";
 
 /// The `model` label for requests naming a model the server does not have: keeps cardinality
 /// bounded whatever callers send.
@@ -64,6 +66,7 @@ pub fn install() -> PrometheusHandle {
                 tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
             }
             describe();
+            describe_front_ends();
             // Histograms buffer samples until drained; drain them even if nobody scrapes.
             let upkeep = handle.clone();
             let _ = std::thread::Builder::new()
@@ -205,4 +208,26 @@ pub fn record_swap(model: &str) {
 
 pub fn set_versions_loaded(model: &str, n: usize) {
     metrics::gauge!(VERSIONS_LOADED, "model" => model.to_string()).set(n as f64);
+}
+
+fn describe_front_ends() {
+    metrics::describe_counter!(
+        CONNECTION_ERRORS,
+        "Connections closed by the server before a request: reason tls_handshake, \
+         handshake_timeout or read_timeout (headers not received in time, or an idle keep-alive)."
+    );
+    metrics::describe_counter!(
+        AUTH_REFUSALS,
+        "Calls refused by the access policy, by protocol, scope and reason \
+         (missing_token, invalid_token, not_loopback)."
+    );
+}
+
+pub fn record_connection_error(protocol: &'static str, reason: &'static str) {
+    metrics::counter!(CONNECTION_ERRORS, "protocol" => protocol, "reason" => reason).increment(1);
+}
+
+pub fn record_auth_refusal(protocol: &'static str, scope: &'static str, reason: &'static str) {
+    metrics::counter!(AUTH_REFUSALS, "protocol" => protocol, "scope" => scope, "reason" => reason)
+        .increment(1);
 }

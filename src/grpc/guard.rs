@@ -1,0 +1,168 @@
+//! What every gRPC call passes before tonic decodes it: the access policy (scope by method) and
+//! server-wide admission for `ModelInfer` (`--max-concurrent-requests`), decided from the
+//! HTTP/2 headers alone. A tower layer, so refusals cost no message decoding.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use futures_util::future::BoxFuture;
+use tokio::sync::Semaphore;
+use tonic::Status;
+use tonic::transport::server::TcpConnectInfo;
+use tower::{Layer, Service};
+
+use super::code_of;
+use crate::auth::{Auth, AuthError, Scope};
+use crate::core::infer::Protocol;
+use crate::error::Error;
+use crate::monitoring::metrics;
+use crate::service;
+
+const SERVICE_PREFIX: &str = "/inference.GRPCInferenceService/";
+const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
+/// The standard health service stays open: kubelet and load-balancer probes send no credentials.
+const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
+
+/// The scope a gRPC method needs (`None`: open).
+pub fn scope_of(path: &str) -> Option<Scope> {
+    if path.starts_with(HEALTH_PREFIX) {
+        return None;
+    }
+    match path.strip_prefix(SERVICE_PREFIX) {
+        Some("RepositoryIndex" | "RepositoryModelLoad" | "RepositoryModelUnload") => {
+            Some(Scope::Admin)
+        }
+        // Unknown services and methods: tonic answers UNIMPLEMENTED, after the infer check.
+        _ => Some(Scope::Infer),
+    }
+}
+
+pub fn auth_status(e: &AuthError) -> Status {
+    match e {
+        AuthError::Missing { .. } | AuthError::Invalid { .. } => {
+            Status::unauthenticated(e.to_string())
+        }
+        AuthError::LoopbackOnly => Status::permission_denied(e.to_string()),
+    }
+}
+
+#[derive(Clone)]
+pub struct Guard {
+    pub auth: Arc<Auth>,
+    pub admission: Arc<Semaphore>,
+    pub max_concurrent_requests: usize,
+    pub service: Arc<service::Service>,
+}
+
+impl<S> Layer<S> for Guard {
+    type Service = Guarded<S>;
+
+    fn layer(&self, inner: S) -> Guarded<S> {
+        Guarded {
+            inner,
+            guard: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Guarded<S> {
+    inner: S,
+    guard: Guard,
+}
+
+type HttpResponse = http::Response<tonic::body::Body>;
+
+impl<S, B> Service<http::Request<B>> for Guarded<S>
+where
+    S: Service<http::Request<B>, Response = HttpResponse> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = HttpResponse;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<HttpResponse, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let path = req.uri().path();
+        if let Some(scope) = scope_of(path) {
+            let peer = req
+                .extensions()
+                .get::<TcpConnectInfo>()
+                .and_then(TcpConnectInfo::remote_addr);
+            let authorization = req
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .map(http::HeaderValue::as_bytes);
+            if let Err(e) = self
+                .guard
+                .auth
+                .check(scope, peer.map(|p| p.ip()), authorization)
+            {
+                metrics::record_auth_refusal("grpc", scope.as_str(), e.label());
+                if scope == Scope::Admin {
+                    tracing::warn!(method = path, peer = ?peer, outcome = "refused", reason = e.label(), "admin call refused");
+                }
+                let response = auth_status(&e).into_http();
+                return Box::pin(async move { Ok(response) });
+            }
+        }
+        let permit = if path == MODEL_INFER {
+            match self.guard.admission.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    let e = Error::Overloaded(format!(
+                        "the server is handling its maximum of {} concurrent inference requests \
+                         (--max-concurrent-requests); retry later",
+                        self.guard.max_concurrent_requests
+                    ));
+                    // The model name is inside the message, which is not decoded for a refusal.
+                    self.guard
+                        .service
+                        .record_refused(Protocol::Grpc, Instant::now(), "", &e);
+                    let response = Status::new(code_of(&e), e.to_string()).into_http();
+                    return Box::pin(async move { Ok(response) });
+                }
+            }
+        } else {
+            None
+        };
+        // The usual tower dance: the clone is ready only after poll_ready, so keep the ready one.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let response = inner.call(req).await;
+            drop(permit);
+            response
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_by_method() {
+        assert_eq!(scope_of("/grpc.health.v1.Health/Check"), None);
+        assert_eq!(
+            scope_of("/inference.GRPCInferenceService/RepositoryModelLoad"),
+            Some(Scope::Admin)
+        );
+        assert_eq!(
+            scope_of("/inference.GRPCInferenceService/RepositoryIndex"),
+            Some(Scope::Admin)
+        );
+        assert_eq!(scope_of(MODEL_INFER), Some(Scope::Infer));
+        assert_eq!(
+            scope_of("/inference.GRPCInferenceService/ServerLive"),
+            Some(Scope::Infer)
+        );
+        assert_eq!(scope_of("/other.Service/X"), Some(Scope::Infer));
+    }
+}
