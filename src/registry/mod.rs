@@ -11,10 +11,12 @@
 
 pub mod config;
 pub mod folder;
+pub mod name;
 pub mod routing;
 
 pub use config::{ModelConfig, VersionPolicy};
 pub use folder::FolderRegistry;
+pub use name::{MAX_MODEL_NAME_LEN, NameError, parse_model_name, validate_model_name};
 pub use routing::Routing;
 
 /// The model file every version folder must hold.
