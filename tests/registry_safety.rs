@@ -1,5 +1,6 @@
 //! Names and files from outside are untrusted: model names that could reach outside the registry
-//! are refused by every entry point (REST, gRPC, the CLI) before the file system is touched.
+//! are refused by every entry point (REST, gRPC, the CLI) before the file system is touched,
+//! routing writes keep the file's mode, and error bodies never reveal the registry's absolute path.
 
 mod common;
 
@@ -205,4 +206,93 @@ async fn traversal_and_odd_names_are_refused_everywhere_and_never_reach_the_file
         );
         assert!(!err.contains("cannot reach"), "{err}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_folder_registry_skips_folders_with_unsafe_names() {
+    let reg = tempfile::tempdir().unwrap();
+    add_model(reg.path(), "iris", "iris", "");
+    add_model(reg.path(), "iris", "bad name", "");
+    add_model(reg.path(), "iris", "iris\u{202e}x", "");
+    let s = start(reg.path(), ControlMode::None, &[]).await;
+    let (_, models) = s.get("/admin/models").await;
+    let names: Vec<&str> = models["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["model"].as_str())
+        .collect();
+    assert_eq!(names, vec!["iris"], "{models}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_bodies_never_reveal_the_registry_path_and_promote_keeps_the_file_mode() {
+    let reg = tempfile::tempdir().unwrap();
+    let root = reg.path().to_path_buf();
+    add_model(&root, "iris", "iris", "");
+    // A version whose model file cannot be read, a model whose config cannot be read, and a model
+    // file that is not ONNX.
+    add_model(&root, "iris", "unreadable", "");
+    std::fs::remove_file(root.join("unreadable/1/model.onnx")).unwrap();
+    std::fs::create_dir(root.join("unreadable/1/model.onnx")).unwrap();
+    add_model(&root, "iris", "no_config", "");
+    std::fs::create_dir(root.join("no_config/config.toml")).unwrap();
+    add_model(&root, "iris", "garbage", "");
+    std::fs::write(root.join("garbage/1/model.onnx"), b"not onnx").unwrap();
+    std::fs::remove_file(root.join("garbage/1/metadata.json")).ok();
+    let s = start(&root, ControlMode::Explicit, &["*"]).await;
+
+    let abs = root.to_string_lossy().to_string();
+    let mut seen = String::new();
+    for model in ["unreadable", "no_config", "garbage", "missing"] {
+        for (method, path, body) in [
+            ("POST", format!("/v2/models/{model}/infer"), iris()),
+            (
+                "POST",
+                format!("/v2/models/{model}/versions/1/infer"),
+                iris(),
+            ),
+            ("GET", format!("/v2/models/{model}"), Value::Null),
+            ("GET", format!("/v2/models/{model}/versions/1"), Value::Null),
+            ("GET", format!("/v2/models/{model}/ready"), Value::Null),
+            (
+                "GET",
+                format!("/v2/models/{model}/versions/1/ready"),
+                Value::Null,
+            ),
+            ("POST", format!("/admin/models/{model}/load"), Value::Null),
+        ] {
+            let (status, text) = call(&s, method, &path, &body).await;
+            assert!(status >= 400, "{method} {path}: {status} {text}");
+            assert!(
+                !text.contains(&abs),
+                "{method} {path} reveals {abs}: {text}"
+            );
+            seen.push_str(&text);
+        }
+    }
+    // The messages still say which file is the problem, relative to the registry.
+    assert!(seen.contains("unreadable/1/model.onnx"), "{seen}");
+    assert!(seen.contains("no_config/config.toml"), "{seen}");
+
+    // A promote replaces routing.toml but keeps its permissions.
+    use std::os::unix::fs::PermissionsExt;
+    let routing = root.join("iris/routing.toml");
+    std::fs::write(&routing, "").unwrap();
+    std::fs::set_permissions(&routing, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let (status, text) = call(
+        &s,
+        "POST",
+        "/admin/models/iris/promote",
+        &json!({"version": 1}),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        std::fs::read_to_string(&routing)
+            .unwrap()
+            .contains("pinned_version = 1")
+    );
+    let mode = std::fs::metadata(&routing).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o640, "mode {mode:o}");
 }

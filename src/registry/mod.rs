@@ -35,14 +35,28 @@ pub struct Stamp {
     pub modified_ns: u128,
 }
 
+/// Registry failures. Their messages reach callers (load errors, status reasons), so paths in them
+/// are relative to the registry root (`model/version/file`); backends log absolute locations.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("{0}")]
-    Io(String),
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("{path}: {source}")]
+    Io {
+        /// Relative to the registry root.
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file or folder the registry refuses to use as it is (a planted link, not a regular file,
+    /// unparseable content).
+    #[error("{path}: {reason}")]
+    Refused { path: String, reason: String },
 }
 
 pub trait Registry: Send + Sync + 'static {
-    /// Human-readable location, for logs and errors.
+    /// A short name for logs and error messages; never an absolute path, since errors that
+    /// mention it reach callers.
     fn describe(&self) -> String;
     /// Model names, sorted.
     fn models(&self) -> Result<Vec<String>, RegistryError>;
