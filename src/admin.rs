@@ -7,11 +7,28 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::{Value, json};
 
 use crate::cli::{AdminArgs, Command};
+
+/// What stays literal in a path segment: RFC 3986's unreserved characters.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// `/admin/models/<model>/<action>`, the name percent-encoded so it stays one path segment
+/// (names are validated before this; the encoding keeps that true whatever reaches it).
+fn model_path(model: &str, action: &str) -> String {
+    format!(
+        "/admin/models/{}/{action}",
+        utf8_percent_encode(model, SEGMENT)
+    )
+}
 
 /// Where a `--server` address points: TLS or not, the host (for SNI) and `host:port`.
 #[derive(Debug, PartialEq, Eq)]
@@ -256,20 +273,14 @@ pub async fn run(command: Command) -> Result<(), String> {
             print!("{}", table(&status));
         }
         Command::Load(a) => {
-            call(
-                &a.admin,
-                Method::POST,
-                &format!("/admin/models/{}/load", a.model),
-                None,
-            )
-            .await?;
+            call(&a.admin, Method::POST, &model_path(&a.model, "load"), None).await?;
             println!("loaded '{}'", a.model);
         }
         Command::Unload(a) => {
             call(
                 &a.admin,
                 Method::POST,
-                &format!("/admin/models/{}/unload", a.model),
+                &model_path(&a.model, "unload"),
                 None,
             )
             .await?;
@@ -280,7 +291,7 @@ pub async fn run(command: Command) -> Result<(), String> {
             let r = call(
                 &p.admin,
                 Method::POST,
-                &format!("/admin/models/{}/promote", p.model),
+                &model_path(&p.model, "promote"),
                 Some(json!({ "version": version })),
             )
             .await?;
@@ -320,6 +331,19 @@ mod tests {
         assert!(target("ftp://x:1").is_err());
         assert!(target("127.0.0.1:8000").is_err());
         assert!(target("http://").is_err());
+    }
+
+    #[test]
+    fn model_names_stay_one_path_segment() {
+        assert_eq!(model_path("iris", "load"), "/admin/models/iris/load");
+        assert_eq!(
+            model_path("../x y", "promote"),
+            "/admin/models/..%2Fx%20y/promote"
+        );
+        assert_eq!(
+            model_path("a\u{202e}b", "unload"),
+            "/admin/models/a%E2%80%AEb/unload"
+        );
     }
 
     #[test]

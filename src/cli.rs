@@ -77,6 +77,7 @@ pub struct AdminArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
     /// Model name.
+    #[arg(value_parser = crate::registry::parse_model_name)]
     pub model: String,
     #[command(flatten)]
     pub admin: AdminArgs,
@@ -85,6 +86,7 @@ pub struct ModelArgs {
 #[derive(Debug, Clone, Args)]
 pub struct PromoteArgs {
     /// Model name.
+    #[arg(value_parser = crate::registry::parse_model_name)]
     pub model: String,
     /// Version to pin.
     #[arg(required_unless_present = "unpin")]

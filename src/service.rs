@@ -12,6 +12,7 @@ use crate::core::signature::TensorSpec;
 use crate::error::{Error, Result};
 use crate::models::{ControlMode, LoadedVersion, ModelManager, VersionStatus};
 use crate::monitoring::metrics;
+use crate::registry;
 
 pub const SERVER_NAME: &str = "switchyard";
 pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -64,6 +65,11 @@ impl Drop for CancelGuard<'_> {
     }
 }
 
+/// A model name from a caller, refused (400 / INVALID_ARGUMENT) unless the registry allows it.
+fn check_name(model: &str) -> Result<()> {
+    registry::validate_model_name(model).map_err(|e| Error::invalid(e.to_string()))
+}
+
 pub struct Service {
     models: Arc<ModelManager>,
     strict_readiness: bool,
@@ -99,7 +105,10 @@ impl Service {
         self.shutting_down.store(true, Ordering::Release);
     }
 
+    /// Every call that takes a model name from a caller checks it first, before any lookup or
+    /// file system access (metadata, readiness and inference go through `resolve`).
     pub fn resolve(&self, model: &str, version: &str) -> Result<Arc<LoadedVersion>> {
+        check_name(model)?;
         self.models.resolve(model, parse_version(model, version)?)
     }
 
@@ -141,6 +150,7 @@ impl Service {
 
     /// Loads (or reloads what changed of) a model, off the serving path; returns once it serves.
     pub async fn load_model(&self, model: &str) -> Result<()> {
+        check_name(model)?;
         self.require_explicit("load", model)?;
         let name = model.to_string();
         self.blocking(move |m| m.load_model(&name)).await
@@ -148,6 +158,7 @@ impl Service {
 
     /// Unloads a model after the requests it has in flight.
     pub async fn unload_model(&self, model: &str) -> Result<()> {
+        check_name(model)?;
         self.require_explicit("unload", model)?;
         let name = model.to_string();
         self.blocking(move |m| m.unload_model(&name)).await
@@ -155,6 +166,7 @@ impl Service {
 
     /// Pins (or with `None` unpins) the version that serves requests naming none.
     pub async fn promote(&self, model: &str, version: Option<u64>) -> Result<Option<u64>> {
+        check_name(model)?;
         let name = model.to_string();
         self.blocking(move |m| m.promote(&name, version)).await
     }

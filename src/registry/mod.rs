@@ -11,10 +11,12 @@
 
 pub mod config;
 pub mod folder;
+pub mod name;
 pub mod routing;
 
 pub use config::{ModelConfig, VersionPolicy};
 pub use folder::FolderRegistry;
+pub use name::{MAX_MODEL_NAME_LEN, NameError, parse_model_name, validate_model_name};
 pub use routing::Routing;
 
 /// The model file every version folder must hold.
@@ -33,14 +35,28 @@ pub struct Stamp {
     pub modified_ns: u128,
 }
 
+/// Registry failures. Their messages reach callers (load errors, status reasons), so paths in them
+/// are relative to the registry root (`model/version/file`); backends log absolute locations.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("{0}")]
-    Io(String),
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("{path}: {source}")]
+    Io {
+        /// Relative to the registry root.
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file or folder the registry refuses to use as it is (a planted link, not a regular file,
+    /// unparseable content).
+    #[error("{path}: {reason}")]
+    Refused { path: String, reason: String },
 }
 
 pub trait Registry: Send + Sync + 'static {
-    /// Human-readable location, for logs and errors.
+    /// A short name for logs and error messages; never an absolute path, since errors that
+    /// mention it reach callers.
     fn describe(&self) -> String;
     /// Model names, sorted.
     fn models(&self) -> Result<Vec<String>, RegistryError>;
