@@ -106,7 +106,7 @@ where
             {
                 metrics::record_auth_refusal("grpc", scope.as_str(), e.label());
                 if scope == Scope::Admin {
-                    tracing::warn!(method = path, peer = ?peer, outcome = "refused", reason = e.label(), "admin call refused");
+                    tracing::warn!(method = path, peer = %crate::http::guard::peer_text(peer), outcome = "refused", reason = e.label(), "admin call refused");
                 }
                 let response = auth_status(&e).into_http();
                 return Box::pin(async move { Ok(response) });

@@ -67,12 +67,14 @@ fn audit<T>(
     peer: Option<std::net::SocketAddr>,
     result: &Result<T, Error>,
 ) {
+    let model = model.escape_debug();
+    let peer = crate::http::guard::peer_text(peer);
     match result {
         Ok(_) => {
-            tracing::info!(action, model = ?model, peer = ?peer, protocol = "grpc", outcome = "ok", "admin call")
+            tracing::info!(action, %model, %peer, protocol = "grpc", outcome = "ok", "admin call")
         }
         Err(e) => {
-            tracing::info!(action, model = ?model, peer = ?peer, protocol = "grpc", outcome = "failed", error = %e, "admin call")
+            tracing::info!(action, %model, %peer, protocol = "grpc", outcome = "failed", error = %e, "admin call")
         }
     }
 }

@@ -66,6 +66,11 @@ fn action_of(method: &Method, path: &str) -> &'static str {
     }
 }
 
+/// The caller's address for the audit log.
+pub fn peer_text(peer: Option<SocketAddr>) -> String {
+    peer.map_or_else(|| "unknown".into(), |p| p.to_string())
+}
+
 /// Answers `response` to a request whose body will not be read, discarding the body politely.
 fn refuse(s: &HttpState, req: Request, response: Response) -> Response {
     let deadline = body::deadline(s.read_timeout);
@@ -89,8 +94,8 @@ pub async fn guard(State(s): State<Arc<HttpState>>, req: Request, next: Next) ->
         if scope == Scope::Admin {
             tracing::warn!(
                 action = action_of(req.method(), path),
-                model = ?model_of(path),
-                peer = ?peer,
+                model = %model_of(path).unwrap_or("-").escape_debug(),
+                peer = %peer_text(peer),
                 outcome = "refused",
                 reason = e.label(),
                 "admin call refused"
@@ -112,11 +117,11 @@ pub async fn guard(State(s): State<Arc<HttpState>>, req: Request, next: Next) ->
             let outcome = if status.is_success() { "ok" } else { "failed" };
             tracing::info!(
                 action,
-                model = ?model,
-                version = ?version,
+                model = %model.as_deref().unwrap_or("-").escape_debug(),
+                version,
                 outcome,
                 status = status.as_u16(),
-                peer = ?peer,
+                peer = %peer_text(peer),
                 "admin call"
             );
             response
