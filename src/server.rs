@@ -131,6 +131,7 @@ impl Server {
             keepalive_timeout: Duration::from_secs(args.grpc_keepalive_timeout_secs.max(1)),
         };
         let guard = grpc::guard::Guard {
+            read_timeout,
             auth,
             admission,
             max_concurrent_requests: args.max_concurrent_requests,

@@ -561,3 +561,57 @@ async fn big_json_bodies_do_not_stall_small_requests() {
         "a small request waited {worst_small:?} while big bodies were decoded ({big_times:?})"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_grpc_message_that_trickles_in_is_cut_off() {
+    let s = TestServer::start_configured(&["breast_cancer"], |a| {
+        a.request_read_timeout_secs = 1.0;
+    })
+    .await;
+    let addr = s.server.as_ref().unwrap().grpc_addr;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(format!(
+            "http://{addr}/inference.GRPCInferenceService/ModelInfer"
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (response, mut send) = client.send_request(req, false).unwrap();
+    // A gRPC frame announcing 1000 bytes, of which 10 arrive; the rest never does.
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&1000u32.to_be_bytes());
+    frame.extend_from_slice(&[0u8; 10]);
+    send.send_data(bytes::Bytes::from(frame), false).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(20), response)
+        .await
+        .expect("the server answers instead of waiting forever")
+        .unwrap();
+    let mut status = response.headers().get("grpc-status").cloned();
+    let mut message = response.headers().get("grpc-message").cloned();
+    if status.is_none() {
+        let mut body = response.into_body();
+        while body.data().await.is_some() {}
+        let trailers = body.trailers().await.unwrap().unwrap_or_default();
+        status = trailers.get("grpc-status").cloned();
+        message = trailers.get("grpc-message").cloned();
+    }
+    assert_eq!(status.unwrap(), "4", "DEADLINE_EXCEEDED: {message:?}");
+    drop(send);
+    // Other callers were never affected.
+    let mut c = GrpcInferenceServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    assert!(
+        c.server_ready(pb::ServerReadyRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .ready
+    );
+}

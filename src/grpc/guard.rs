@@ -2,9 +2,14 @@
 //! server-wide admission for `ModelInfer` (`--max-concurrent-requests`), decided from the
 //! HTTP/2 headers alone. A tower layer, so refusals cost no message decoding.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
 
 use futures_util::future::BoxFuture;
 use tokio::sync::Semaphore;
@@ -21,6 +26,8 @@ use crate::service;
 
 const SERVICE_PREFIX: &str = "/inference.GRPCInferenceService/";
 const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
+/// The one client-streaming method: its request body lasts as long as the stream.
+const MODEL_STREAM_INFER: &str = "/inference.GRPCInferenceService/ModelStreamInfer";
 /// The standard health service stays open: kubelet and load-balancer probes send no credentials.
 const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
 
@@ -49,6 +56,8 @@ pub fn auth_status(e: &AuthError) -> Status {
 
 #[derive(Clone)]
 pub struct Guard {
+    /// How long a unary call's request message may take to arrive (`--request-read-timeout-secs`).
+    pub read_timeout: Duration,
     pub auth: Arc<Auth>,
     pub admission: Arc<Semaphore>,
     pub max_concurrent_requests: usize,
@@ -73,12 +82,52 @@ pub struct Guarded<S> {
 }
 
 type HttpResponse = http::Response<tonic::body::Body>;
+type HttpRequest = http::Request<tonic::body::Body>;
 
-impl<S, B> Service<http::Request<B>> for Guarded<S>
+/// A request body that must end by a deadline: a unary message that trickles in (a slow-loris
+/// client) fails with DEADLINE_EXCEEDED instead of holding the call open.
+struct Deadline {
+    inner: tonic::body::Body,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+}
+
+impl Body for Deadline {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending => {}
+            ready => return ready,
+        }
+        if this.sleep.as_mut().poll(cx).is_ready() {
+            metrics::record_connection_error("grpc", "read_timeout");
+            return Poll::Ready(Some(Err(Status::deadline_exceeded(format!(
+                "the request message did not arrive within {:.1} s (see --request-read-timeout-secs)",
+                this.timeout.as_secs_f64()
+            )))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<S> Service<HttpRequest> for Guarded<S>
 where
-    S: Service<http::Request<B>, Response = HttpResponse> + Clone + Send + 'static,
+    S: Service<HttpRequest, Response = HttpResponse> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    B: Send + 'static,
 {
     type Response = HttpResponse;
     type Error = S::Error;
@@ -88,7 +137,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+    fn call(&mut self, req: HttpRequest) -> Self::Future {
         let path = req.uri().path();
         if let Some(scope) = scope_of(path) {
             let peer = req
@@ -131,6 +180,18 @@ where
             }
         } else {
             None
+        };
+        let req = if path == MODEL_STREAM_INFER {
+            req
+        } else {
+            let timeout = self.guard.read_timeout;
+            req.map(|inner| {
+                tonic::body::Body::new(Deadline {
+                    inner,
+                    sleep: Box::pin(tokio::time::sleep(timeout)),
+                    timeout,
+                })
+            })
         };
         // The usual tower dance: the clone is ready only after poll_ready, so keep the ready one.
         let clone = self.inner.clone();
