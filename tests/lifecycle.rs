@@ -579,3 +579,139 @@ async fn warm_up_uses_the_registry_sample_and_a_bad_sample_refuses_the_version()
     );
     drop(reg);
 }
+
+async fn load_failures(s: &TestServer, model: &str) -> f64 {
+    metric_sum(
+        &s.text("/metrics").await,
+        "switchyard_model_load_failures_total",
+        &[&format!("model=\"{model}\"")],
+    )
+}
+
+/// The model-level row of the status (a model that failed as a whole), if any.
+async fn model_error(s: &TestServer, model: &str) -> Option<String> {
+    status(s)
+        .await
+        .into_iter()
+        .find(|r| r["model"] == model && r["version"].is_null())
+        .map(|r| r["reason"].as_str().unwrap_or_default().to_string())
+}
+
+/// Adds a version to `model` and waits until it serves: at least two polls pass meanwhile (a new
+/// file must look the same twice before it loads).
+async fn let_polls_pass(s: &TestServer, reg: &Path, model: &str, version: u64) {
+    copy_version("iris", 1, reg, model, version);
+    wait_until(&format!("{model} version {version} serves"), || async {
+        version_state(s, model, version)
+            .await
+            .is_some_and(|(state, _)| state == "READY")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_broken_config_fails_once_per_change() {
+    let reg = tempfile::tempdir().unwrap();
+    add_model(reg.path(), "iris", "iris_cfg_once", "[batching]\nmax_bach_size = 3\n");
+    add_model(reg.path(), "iris", "iris_witness", "");
+    let s = start(reg.path(), ControlMode::Poll, |_| {}).await;
+    assert!(
+        model_error(&s, "iris_cfg_once")
+            .await
+            .is_some_and(|r| r.contains("max_bach_size"))
+    );
+    assert_eq!(load_failures(&s, "iris_cfg_once").await, 1.0);
+
+    let_polls_pass(&s, reg.path(), "iris_witness", 2).await;
+    assert_eq!(
+        load_failures(&s, "iris_cfg_once").await,
+        1.0,
+        "an unchanged broken config.toml is failed once, not on every poll"
+    );
+
+    // A changed file that is still broken is failed again, once.
+    let config = reg.path().join("iris_cfg_once/config.toml");
+    std::fs::write(&config, "[batching]\nmax_queue_size = 0\n").unwrap();
+    wait_until("the new error is reported", || async {
+        model_error(&s, "iris_cfg_once")
+            .await
+            .is_some_and(|r| r.contains("max_queue_size"))
+    })
+    .await;
+    let_polls_pass(&s, reg.path(), "iris_witness", 3).await;
+    assert_eq!(load_failures(&s, "iris_cfg_once").await, 2.0);
+
+    // A fixed file is acted on.
+    std::fs::write(&config, "[batching]\nmax_queue_size = 8\n").unwrap();
+    wait_until("the fixed model serves", || async {
+        version_state(&s, "iris_cfg_once", 1)
+            .await
+            .is_some_and(|(state, _)| state == "READY")
+    })
+    .await;
+    assert_eq!(model_error(&s, "iris_cfg_once").await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_index_shows_versions_that_keep_serving_when_the_config_breaks() {
+    let reg = tempfile::tempdir().unwrap();
+    add_model(reg.path(), "iris", "iris_idx", "");
+    let s = start(reg.path(), ControlMode::Poll, |_| {}).await;
+    std::fs::write(
+        reg.path().join("iris_idx/config.toml"),
+        "[runtime]\ninstances = 0\n",
+    )
+    .unwrap();
+    wait_until("the broken config is reported", || async {
+        model_error(&s, "iris_idx").await.is_some()
+    })
+    .await;
+    let index = |ready: bool| {
+        let (client, url) = (s.client.clone(), s.url("/v2/repository/index"));
+        async move {
+            let (code, v) = common::post(&client, &url, &json!({ "ready": ready })).await;
+            assert_eq!(code, 200, "{v}");
+            v.as_array().unwrap().clone()
+        }
+    };
+    let all = index(false).await;
+    assert!(
+        all.iter()
+            .any(|r| r["name"] == "iris_idx" && r["version"] == "1" && r["state"] == "READY"),
+        "the version still serves, so the index lists it: {all:?}"
+    );
+    assert!(
+        all.iter().any(|r| r["name"] == "iris_idx"
+            && r.get("version").is_none()
+            && r["state"] == "UNAVAILABLE"
+            && r["reason"]
+                .as_str()
+                .is_some_and(|m| m.contains("runtime.instances"))),
+        "the config problem is listed too: {all:?}"
+    );
+    let ready = index(true).await;
+    assert_eq!(
+        ready,
+        vec![json!({"name": "iris_idx", "version": "1", "state": "READY"})]
+    );
+    // The status API and the index agree row for row.
+    assert_eq!(all.len(), status(&s).await.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_whose_warm_up_cannot_be_built_fails_alone() {
+    // huge_shape declares [-1, 2^32, 2^32]: a synthesized warm-up row would overflow.
+    let reg = common::registry(&["iris", "huge_shape"]);
+    let mut s = TestServer::start_with(common::args(reg.path())).await;
+    s.keep_registry(reg);
+    s.wait_loaded().await;
+    let (state, reason) = version_state(&s, "huge_shape", 1).await.unwrap();
+    assert_eq!(state, "UNAVAILABLE");
+    assert!(
+        reason.contains("warm-up input 'x'") && reason.contains("warmup.json"),
+        "{reason}"
+    );
+    let iris = json!({"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]});
+    assert_eq!(s.post_json("/v2/models/iris/infer", &iris).await.0, 200);
+    assert_eq!(s.get("/v2/health/ready").await.0, 200);
+}

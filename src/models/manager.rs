@@ -65,8 +65,11 @@ struct Control {
 
 #[derive(Default)]
 struct ModelControl {
-    /// The config.toml text the current settings came from (`Some(None)`: no file).
-    applied_config: Option<Option<String>>,
+    /// The config.toml bytes the current settings came from (`Some(None)`: no file).
+    applied_config: Option<Option<Vec<u8>>>,
+    /// The config.toml bytes whose failure was reported: polling does not fail them again (no
+    /// error log, failure count or table change every interval); a changed file is looked at.
+    failed_config: Option<Option<Vec<u8>>>,
     versions: HashMap<u64, FileState>,
 }
 
@@ -313,27 +316,22 @@ impl ModelManager {
         }
     }
 
+    /// The settings `config.toml` (its bytes, `None` when there is none) gives a model.
     fn model_settings(
         &self,
         model: &str,
-        text: Option<&str>,
+        bytes: Option<&[u8]>,
     ) -> std::result::Result<Resolved, String> {
         let origin = format!("{model}/{CONFIG_FILE}");
-        let config = match text {
-            Some(t) => ModelConfig::parse(t, &origin)?,
+        let config = match bytes {
+            Some(b) => {
+                let text = std::str::from_utf8(b)
+                    .map_err(|_| format!("{origin}: the file is not UTF-8"))?;
+                ModelConfig::parse(text, &origin)?
+            }
             None => ModelConfig::default(),
         };
         config.resolve(&self.options.defaults, &origin)
-    }
-
-    fn read_config(&self, model: &str) -> std::result::Result<Option<String>, String> {
-        match self.registry.read(model, None, CONFIG_FILE) {
-            Ok(Some(bytes)) => String::from_utf8(bytes)
-                .map(Some)
-                .map_err(|_| format!("{model}/{CONFIG_FILE}: the file is not UTF-8")),
-            Ok(None) => Ok(None),
-            Err(e) => Err(e.to_string()),
-        }
     }
 
     fn fail_model(&self, model: &str, reason: String) {
@@ -356,20 +354,23 @@ impl ModelManager {
     /// Brings one model in line with the registry: settings, the versions its policy selects,
     /// its routing policy. Versions load one by one and are published as each is ready.
     fn sync_model(&self, control: &mut Control, model: &str, pass: Pass) {
-        let config_text = match self.read_config(model) {
+        let config_text = match self.registry.read(model, None, CONFIG_FILE) {
             Ok(t) => t,
-            Err(reason) => return self.fail_model(model, reason),
+            Err(e) => return self.fail_model(model, e.to_string()),
         };
         let ctl = control.models.entry(model.to_string()).or_default();
+        if pass == Pass::WhenStable && ctl.failed_config.as_ref() == Some(&config_text) {
+            return; // the same broken file: already reported
+        }
         let config_changed = ctl.applied_config.as_ref() != Some(&config_text);
         let settings = match self.model_settings(model, config_text.as_deref()) {
             Ok(s) => s,
             Err(reason) => {
-                // Remember the text so an unchanged broken file is not retried every poll.
-                ctl.applied_config = Some(config_text);
+                ctl.failed_config = Some(config_text);
                 return self.fail_model(model, reason);
             }
         };
+        ctl.failed_config = None;
         let available = match self.registry.versions(model) {
             Ok(v) => v,
             Err(e) => return self.fail_model(model, e.to_string()),
@@ -392,14 +393,20 @@ impl ModelManager {
                         .collect::<Vec<_>>(),
                 );
             }
-            return self.fail_model(
-                model,
-                format!(
-                    "no version folder to serve (found {available:?}, version policy {:?}); \
-                     expected <model>/<positive integer>/{MODEL_FILE}",
-                    settings.version_policy
-                ),
+            let reason = format!(
+                "no version folder to serve (found {available:?}, version policy {:?}); \
+                 expected <model>/<positive integer>/{MODEL_FILE}",
+                settings.version_policy
             );
+            let reported = self
+                .snapshot()
+                .models
+                .get(model)
+                .is_some_and(|e| e.error.as_ref() == Some(&reason));
+            if pass == Pass::WhenStable && reported {
+                return; // still empty: already reported
+            }
+            return self.fail_model(model, reason);
         }
         let pinned = match self.registry.routing(model) {
             Ok(r) => r.pinned_version,
