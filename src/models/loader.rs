@@ -44,8 +44,13 @@ fn expected_sha256(
     }
 }
 
+/// The largest warm-up input synthesized for one tensor; a model whose declared shape needs
+/// more must bring its own (smaller) sample in warmup.json.
+const MAX_WARMUP_BYTES: usize = 1 << 30;
+
 /// One row of zeros (empty strings for BYTES) per input, with variable dimensions set to 1.
-pub fn warmup_inputs(signature: &Signature) -> Vec<Tensor> {
+/// Declared shapes come from the model file, so their size is checked, never trusted.
+pub fn warmup_inputs(signature: &Signature) -> Result<Vec<Tensor>, String> {
     signature
         .inputs
         .iter()
@@ -55,15 +60,26 @@ pub fn warmup_inputs(signature: &Signature) -> Vec<Tensor> {
                 .iter()
                 .map(|&d| if d < 0 { 1 } else { d })
                 .collect();
-            let n = shape.iter().product::<i64>().max(0) as usize;
-            let data = match TensorData::from_le_bytes(
-                spec.datatype,
-                &vec![0u8; n * spec.datatype.element_size().unwrap_or(4)],
-            ) {
-                Ok(d) => d,
-                Err(_) => TensorData::with_capacity(spec.datatype, n),
-            };
-            Tensor::new(spec.name.clone(), shape, data)
+            // BYTES: a 4-byte length prefix per (empty) element.
+            let wire = spec.datatype.element_size().unwrap_or(4);
+            let size = shape
+                .iter()
+                .try_fold(1usize, |n, &d| {
+                    usize::try_from(d).ok().and_then(|d| n.checked_mul(d))
+                })
+                .and_then(|n| n.checked_mul(wire))
+                .filter(|&b| b <= MAX_WARMUP_BYTES)
+                .ok_or_else(|| {
+                    format!(
+                        "warm-up input '{}' of shape {shape:?} would need more than {} MiB; \
+                         add a {WARMUP_FILE} with a smaller sample",
+                        spec.name,
+                        MAX_WARMUP_BYTES >> 20
+                    )
+                })?;
+            let data = TensorData::from_le_bytes(spec.datatype, &vec![0u8; size])
+                .map_err(|e| format!("warm-up input '{}': {e}", spec.name))?;
+            Ok(Tensor::new(spec.name.clone(), shape, data))
         })
         .collect()
 }
@@ -102,7 +118,7 @@ fn warmup(
         .read(model, Some(version), WARMUP_FILE)
         .map_err(|e| e.to_string())?
     else {
-        return Ok(warmup_inputs(signature));
+        return warmup_inputs(signature);
     };
     // The same decoder and validation as a REST request.
     let (request, _) = crate::http::codec::decode_request(&bytes, None)
@@ -222,9 +238,25 @@ mod tests {
             ],
             outputs: vec![],
         };
-        let w = warmup_inputs(&sig);
+        let w = warmup_inputs(&sig).unwrap();
         assert_eq!(w[0].shape, vec![1, 4]);
         assert_eq!(w[0].data, TensorData::Fp32(vec![0.0; 4]));
         assert_eq!(w[1].data, TensorData::Bytes(vec![vec![]]));
+    }
+
+    #[test]
+    fn warmup_inputs_refuse_shapes_too_large_to_synthesize() {
+        for shape in [vec![-1, 1 << 32, 1 << 32], vec![1 << 40], vec![i64::MAX, 2]] {
+            let sig = Signature {
+                inputs: vec![TensorSpec {
+                    name: "x".into(),
+                    datatype: DataType::Fp32,
+                    shape,
+                }],
+                outputs: vec![],
+            };
+            let e = warmup_inputs(&sig).unwrap_err();
+            assert!(e.contains("'x'") && e.contains("warmup.json"), "{e}");
+        }
     }
 }

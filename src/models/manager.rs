@@ -506,7 +506,8 @@ impl ModelManager {
                     .insert(v, VersionState::Loading);
             });
         }
-        let result =
+        // A panic anywhere in loading fails this version only; the manager and the rest serve on.
+        let result = catch_panic(|| {
             loader::read_model(self.registry.as_ref(), model, v).and_then(|(bytes, sha256)| {
                 if let Some(cur) = &current
                     && cur.sha256 == sha256
@@ -528,7 +529,9 @@ impl ModelManager {
                     },
                 )
                 .map(Some)
-            });
+            })
+        })
+        .unwrap_or_else(|panic| Err(format!("loading panicked: {panic}")));
         match result {
             Ok(None) => {}
             Ok(Some(loaded)) => {
@@ -678,6 +681,17 @@ impl ModelManager {
     }
 }
 
+/// Runs `f`, turning a panic into its message (a load must never leave a version `Loading`).
+fn catch_panic<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown panic".into())
+    })
+}
+
 /// Hands memory freed by unloaded sessions back to the operating system, so RSS falls after an
 /// unload instead of staying at its peak (glibc keeps freed arenas otherwise).
 fn release_memory() {
@@ -685,5 +699,20 @@ fn release_memory() {
     // SAFETY: malloc_trim only releases free memory held by the allocator.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_becomes_its_message() {
+        assert_eq!(catch_panic(|| 7), Ok(7));
+        let shape = [1i64 << 32, 1 << 32];
+        let e = catch_panic(|| shape.iter().fold(1i64, |a, &d| a * d)).unwrap_err();
+        assert!(e.contains("overflow"), "{e}");
+        let e = catch_panic(|| -> u8 { panic!("{} is not a version", "x") }).unwrap_err();
+        assert_eq!(e, "x is not a version");
     }
 }
