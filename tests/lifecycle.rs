@@ -84,14 +84,16 @@ async fn poll_mode_swaps_versions_under_load_without_failing_a_request() {
     std::fs::create_dir_all(reg.path().join("breast_cancer")).unwrap();
     copy_version("breast_cancer", 1, reg.path(), "breast_cancer", 1);
     let s = start(reg.path(), ControlMode::Poll, |_| {}).await;
-    let v1 = Arc::downgrade(
-        &s.server
-            .as_ref()
-            .unwrap()
-            .service
-            .resolve("breast_cancer", "1")
-            .unwrap(),
-    );
+    let held = s
+        .server
+        .as_ref()
+        .unwrap()
+        .service
+        .resolve("breast_cancer", "1")
+        .unwrap();
+    let v1_sessions = held.sessions.clone();
+    let v1 = Arc::downgrade(&held);
+    drop(held);
 
     // Bounded concurrent load: 6 callers, each recording (status, version) in order.
     let stop = Arc::new(AtomicBool::new(false));
@@ -148,8 +150,9 @@ async fn poll_mode_swaps_versions_under_load_without_failing_a_request() {
     .await;
     assert!(
         v1.upgrade().is_none(),
-        "nothing keeps the unloaded version (and its sessions) alive"
+        "nothing keeps the unloaded version alive"
     );
+    assert_eq!(v1_sessions.count(), 0, "its sessions were dropped");
 
     // A version written in place, slowly: it is never served half-written.
     let dir3 = reg.path().join("breast_cancer/3");
@@ -356,6 +359,8 @@ async fn explicit_mode_loads_and_unloads_through_the_api_and_drains_first() {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let freed = Arc::downgrade(&lv);
+    let sessions = lv.sessions.clone();
+    assert_eq!(sessions.count(), 1, "bc_slow has one instance");
     drop(lv);
     let r = s
         .client
@@ -366,7 +371,12 @@ async fn explicit_mode_loads_and_unloads_through_the_api_and_drains_first() {
     assert_eq!(r.status(), 200);
     assert!(
         freed.upgrade().is_none(),
-        "the version and its sessions are freed once the unload returns"
+        "the version is freed once the unload returns"
+    );
+    assert_eq!(
+        sessions.count(),
+        0,
+        "the worker threads have dropped the sessions before the unload returns (and trims memory)"
     );
     // The server had answered the in-flight request before the unload returned.
     let text = s.text("/metrics").await;

@@ -12,12 +12,14 @@ use tokio::sync::oneshot;
 use super::queue::{Plan, plan};
 use super::*;
 use crate::core::tensor::TensorData;
+use crate::runtime::{LiveSessions, SessionToken};
 
 /// Doubles input `x` into output `y`; fails on a NaN; records each run's rows and first values.
 struct Doubler {
     entered: Arc<AtomicUsize>,
     gate: Option<channel::Receiver<()>>,
     log: Arc<Mutex<Vec<Vec<f32>>>>,
+    _live: SessionToken,
 }
 
 impl Backend for Doubler {
@@ -48,6 +50,7 @@ struct Harness {
     entered: Arc<AtomicUsize>,
     permits: channel::Sender<()>,
     log: Arc<Mutex<Vec<Vec<f32>>>>,
+    live: LiveSessions,
 }
 
 fn settings(max_batch_size: usize, max_queue_size: usize) -> BatchSettings {
@@ -64,10 +67,12 @@ fn harness(s: BatchSettings, gated: bool) -> Harness {
     let (permits, gate) = channel::unbounded();
     let log = Arc::new(Mutex::new(Vec::new()));
     let entered = Arc::new(AtomicUsize::new(0));
+    let live = LiveSessions::default();
     let backend = Doubler {
         entered: entered.clone(),
         gate: gated.then_some(gate),
         log: log.clone(),
+        _live: live.token(),
     };
     let scheduler = Scheduler::start(
         "model 'test' version 1".into(),
@@ -82,6 +87,7 @@ fn harness(s: BatchSettings, gated: bool) -> Harness {
         entered,
         permits,
         log,
+        live,
     }
 }
 
@@ -230,6 +236,18 @@ async fn a_bad_request_in_a_merged_batch_fails_alone() {
     let e = bad.await.unwrap().unwrap_err();
     assert!(matches!(e, Error::Inference(_)), "{e:?}");
     assert_eq!(output(&good2.await.unwrap().unwrap()), vec![6.0, 8.0]);
+}
+
+#[tokio::test]
+async fn stop_returns_after_the_threads_dropped_their_backends() {
+    let h = harness(settings(64, 100), false);
+    let done = spawn(&h, rows(1.0, 1, 1), true, None);
+    assert_eq!(output(&done.await.unwrap().unwrap()), vec![2.0]);
+    let scheduler = Arc::try_unwrap(h.scheduler).ok().unwrap();
+    assert_eq!(h.live.count(), 1);
+    let stopped = tokio::task::spawn_blocking(move || scheduler.stop(Duration::from_secs(60)));
+    assert!(stopped.await.unwrap(), "the threads ended");
+    assert_eq!(h.live.count(), 0, "the backend was dropped before stop returned");
 }
 
 #[tokio::test]

@@ -160,6 +160,7 @@ pub fn build_version(
         },
     )?;
     let signature = loaded.signature;
+    let sessions = loaded.live;
     if let Some(serving) = expect.signature
         && !expect.allow_signature_change
         && let Some(diff) = serving.incompatibility(&signature)
@@ -200,6 +201,7 @@ pub fn build_version(
         settings: settings.clone(),
         max_batch_size,
         scheduler,
+        sessions,
         provider: loaded.provider,
         sha256,
         loaded_at: SystemTime::now(),

@@ -620,20 +620,31 @@ impl ModelManager {
             }
         });
         let deadline = Instant::now() + self.options.drain_timeout;
-        for lv in &draining {
+        for lv in draining {
             // The table no longer holds it; what remains are in-flight requests (and `draining`).
-            while Arc::strong_count(lv) > 1 && Instant::now() < deadline {
+            while Arc::strong_count(&lv) > 1 && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(5));
             }
-            if Arc::strong_count(lv) > 1 {
-                tracing::warn!(
+            let version = lv.version;
+            match Arc::try_unwrap(lv) {
+                // The worker threads own the sessions: wait for them to drop those, so the
+                // memory is free before it is handed back below.
+                Ok(lv) => {
+                    if !lv.scheduler.stop(self.options.drain_timeout) {
+                        tracing::warn!(
+                            model,
+                            version,
+                            "drain timeout: the worker threads are still finishing; their sessions are freed when they end"
+                        );
+                    }
+                }
+                Err(_) => tracing::warn!(
                     model,
-                    version = lv.version,
+                    version,
                     "drain timeout: requests still in flight keep the version alive"
-                );
+                ),
             }
         }
-        drop(draining);
         self.publish(|t| {
             if let Some(e) = t.models.get_mut(model) {
                 for v in versions {

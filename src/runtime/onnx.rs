@@ -14,7 +14,7 @@ use crate::core::signature::{Signature, TensorSpec};
 use crate::core::tensor::{DataType, Element, Tensor, TensorData, by_datatype};
 use crate::error::{Error, Result};
 use crate::registry::config::Device;
-use crate::runtime::Backend;
+use crate::runtime::{Backend, LiveSessions, SessionToken};
 
 /// How to build a version's sessions.
 #[derive(Debug, Clone)]
@@ -30,11 +30,15 @@ pub struct OnnxModel {
     pub sessions: Vec<OnnxSession>,
     /// The execution provider the sessions run on, e.g. `CPUExecutionProvider`.
     pub provider: &'static str,
+    /// Counts the sessions above (and their clones' successors) until each is dropped.
+    pub live: LiveSessions,
 }
 
 pub struct OnnxSession {
     session: Session,
     outputs: Vec<TensorSpec>,
+    /// Last, so it is given back after the session is released.
+    _live: SessionToken,
 }
 
 fn datatype(ty: TensorElementType) -> Option<DataType> {
@@ -118,6 +122,7 @@ pub fn load(env: &Environment, bytes: &[u8], opts: &LoadOptions) -> Result<OnnxM
     };
     let mut sessions = Vec::with_capacity(opts.instances);
     let mut sig: Option<Signature> = None;
+    let live = LiveSessions::default();
     for _ in 0..opts.instances {
         let mut builder = Session::builder(env)
             .and_then(|b| {
@@ -146,6 +151,7 @@ pub fn load(env: &Environment, bytes: &[u8], opts: &LoadOptions) -> Result<OnnxM
         sessions.push(OnnxSession {
             session,
             outputs: s.outputs.clone(),
+            _live: live.token(),
         });
         sig.get_or_insert(s);
     }
@@ -154,6 +160,7 @@ pub fn load(env: &Environment, bytes: &[u8], opts: &LoadOptions) -> Result<OnnxM
         signature,
         sessions,
         provider,
+        live,
     })
 }
 
