@@ -78,17 +78,19 @@ impl Scheduler {
         let (finished_tx, finished) = channel::bounded::<()>(0);
         let instances = backends.len();
         let mut threads = Vec::with_capacity(instances + 1);
+        let fallbacks = Arc::new(worker::Fallbacks::new(name.clone()));
         for (i, backend) in backends.into_iter().enumerate() {
             let work_rx = work_rx.clone();
             let idle_tx = idle_tx.clone();
             let metrics = metrics.clone();
             let finished_tx = finished_tx.clone();
+            let fallbacks = fallbacks.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("sy-run-{tag}-{i}"))
                     .spawn(move || {
                         // The backend is dropped inside `run`, before this thread says it ended.
-                        worker::run(backend, work_rx, idle_tx, metrics);
+                        worker::run(backend, work_rx, idle_tx, metrics, &fallbacks);
                         drop(finished_tx);
                     })?,
             );

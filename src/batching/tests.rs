@@ -2,7 +2,7 @@
 //! deterministically. No test asserts a time.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -51,6 +51,8 @@ struct Harness {
     permits: channel::Sender<()>,
     log: Arc<Mutex<Vec<Vec<f32>>>>,
     live: LiveSessions,
+    /// `switchyard_batch_fallbacks_total` of this scheduler.
+    fallbacks: Arc<AtomicU64>,
 }
 
 fn settings(max_batch_size: usize, max_queue_size: usize) -> BatchSettings {
@@ -74,12 +76,17 @@ fn harness(s: BatchSettings, gated: bool) -> Harness {
         log: log.clone(),
         _live: live.token(),
     };
+    let fallbacks = Arc::new(AtomicU64::new(0));
+    let metrics = VersionMetrics {
+        batch_fallbacks: metrics::Counter::from_arc(fallbacks.clone()),
+        ..VersionMetrics::noop()
+    };
     let scheduler = Scheduler::start(
         "model 'test' version 1".into(),
         "test",
         s,
         vec![Box::new(backend)],
-        VersionMetrics::noop(),
+        metrics,
     )
     .unwrap();
     Harness {
@@ -88,6 +95,7 @@ fn harness(s: BatchSettings, gated: bool) -> Harness {
         permits,
         log,
         live,
+        fallbacks,
     }
 }
 
@@ -236,6 +244,11 @@ async fn a_bad_request_in_a_merged_batch_fails_alone() {
     let e = bad.await.unwrap().unwrap_err();
     assert!(matches!(e, Error::Inference(_)), "{e:?}");
     assert_eq!(output(&good2.await.unwrap().unwrap()), vec![6.0, 8.0]);
+    assert_eq!(
+        h.fallbacks.load(Ordering::SeqCst),
+        1,
+        "the failed merged batch is counted"
+    );
 }
 
 #[tokio::test]
