@@ -648,7 +648,10 @@ fn check_exposition(text: &str) {
                     "two TYPE lines for {family}"
                 );
                 if sample_type == SampleType::Counter {
-                    assert!(family.ends_with("_total"), "counter {family} must end in _total");
+                    assert!(
+                        family.ends_with("_total"),
+                        "counter {family} must end in _total"
+                    );
                 }
             }
             LineInfo::Sample {
@@ -708,12 +711,12 @@ fn the_exposition_check_refuses_malformed_text() {
                 # HELP h H.\n# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\nh_count 2\n";
     check_exposition(good);
     for bad in [
-        "a_total 1\n",                                            // no TYPE
-        "# HELP a A.\n# TYPE a counter\na 1\n",                  // counter without _total
-        "# TYPE a_total counter\na_total 1\n",                    // no HELP
-        "# HELP a_total A.\n# TYPE a_total counter\n{} 1\n",     // not a sample
+        "a_total 1\n",                                              // no TYPE
+        "# HELP a A.\n# TYPE a counter\na 1\n",                     // counter without _total
+        "# TYPE a_total counter\na_total 1\n",                      // no HELP
+        "# HELP a_total A.\n# TYPE a_total counter\n{} 1\n",        // not a sample
         "# HELP a_total A.\n# TYPE a_total counter\na_total one\n", // not a number
-        "# HELP h H.\n# TYPE h histogram\nh_bucket{le=\"1\"} 1\n", // no +Inf bucket
+        "# HELP h H.\n# TYPE h histogram\nh_bucket{le=\"1\"} 1\n",  // no +Inf bucket
     ] {
         let refused = std::panic::catch_unwind(|| check_exposition(bad)).is_err();
         assert!(refused, "accepted: {bad:?}");

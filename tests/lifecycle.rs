@@ -622,7 +622,12 @@ async fn let_polls_pass(s: &TestServer, reg: &Path, model: &str, version: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unchanged_broken_config_fails_once_per_change() {
     let reg = tempfile::tempdir().unwrap();
-    add_model(reg.path(), "iris", "iris_cfg_once", "[batching]\nmax_bach_size = 3\n");
+    add_model(
+        reg.path(),
+        "iris",
+        "iris_cfg_once",
+        "[batching]\nmax_bach_size = 3\n",
+    );
     add_model(reg.path(), "iris", "iris_witness", "");
     let s = start(reg.path(), ControlMode::Poll, |_| {}).await;
     assert!(

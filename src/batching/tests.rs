@@ -260,7 +260,11 @@ async fn stop_returns_after_the_threads_dropped_their_backends() {
     assert_eq!(h.live.count(), 1);
     let stopped = tokio::task::spawn_blocking(move || scheduler.stop(Duration::from_secs(60)));
     assert!(stopped.await.unwrap(), "the threads ended");
-    assert_eq!(h.live.count(), 0, "the backend was dropped before stop returned");
+    assert_eq!(
+        h.live.count(),
+        0,
+        "the backend was dropped before stop returned"
+    );
 }
 
 #[tokio::test]
