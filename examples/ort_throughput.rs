@@ -11,7 +11,7 @@ use switchyard::registry::config::Device;
 use switchyard::runtime::Backend;
 use switchyard::runtime::onnx::{self, LoadOptions};
 
-fn main() -> Result<(), String> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let path = args
         .get(1)
@@ -40,7 +40,7 @@ fn main() -> Result<(), String> {
             device: Device::Cpu,
         },
     )?;
-    let mut inputs = warmup_inputs(&model.signature);
+    let mut inputs = warmup_inputs(&model.signature)?;
     for t in &mut inputs {
         // `batch` rows of varied values instead of one row of zeros.
         let mut shape = t.shape.clone();

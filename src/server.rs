@@ -49,7 +49,7 @@ impl Server {
     /// (the server is live at once, ready once they are loaded).
     pub async fn start(args: ServeArgs) -> Result<Server, StartError> {
         let metrics = metrics::install();
-        let env = library::init(args.ort_library.as_deref())?;
+        let env = library::init(args.ort_library.as_deref()).map_err(|e| e.to_string())?;
         let repo = &args.model_repository;
         if !repo.is_dir() {
             return Err(format!(

@@ -176,35 +176,20 @@ impl Service {
     }
 
     /// Every model and version the server knows, with its state (the repository extension's
-    /// index). `ready_only` keeps the ready ones.
+    /// index). `ready_only` keeps the ready ones. The rows are the manager's status rows, so the
+    /// index, the status API and the CLI always agree.
     pub fn repository_index(&self, ready_only: bool) -> Vec<IndexEntry> {
-        let table = self.models.snapshot();
-        let mut out = Vec::new();
-        for (name, entry) in &table.models {
-            if let Some(error) = &entry.error {
-                if !ready_only {
-                    out.push(IndexEntry {
-                        name: name.clone(),
-                        version: String::new(),
-                        state: "UNAVAILABLE",
-                        reason: error.clone(),
-                    });
-                }
-                continue;
-            }
-            for (version, state) in &entry.versions {
-                if ready_only && state.name() != "READY" {
-                    continue;
-                }
-                out.push(IndexEntry {
-                    name: name.clone(),
-                    version: version.to_string(),
-                    state: state.name(),
-                    reason: state.reason().to_string(),
-                });
-            }
-        }
-        out
+        self.models
+            .status()
+            .into_iter()
+            .filter(|row| !ready_only || row.state == "READY")
+            .map(|row| IndexEntry {
+                name: row.model,
+                version: row.version.map(|v| v.to_string()).unwrap_or_default(),
+                state: row.state,
+                reason: row.reason,
+            })
+            .collect()
     }
 
     pub fn model_metadata(&self, model: &str, version: &str) -> Result<ModelMetadata> {

@@ -84,14 +84,16 @@ async fn poll_mode_swaps_versions_under_load_without_failing_a_request() {
     std::fs::create_dir_all(reg.path().join("breast_cancer")).unwrap();
     copy_version("breast_cancer", 1, reg.path(), "breast_cancer", 1);
     let s = start(reg.path(), ControlMode::Poll, |_| {}).await;
-    let v1 = Arc::downgrade(
-        &s.server
-            .as_ref()
-            .unwrap()
-            .service
-            .resolve("breast_cancer", "1")
-            .unwrap(),
-    );
+    let held = s
+        .server
+        .as_ref()
+        .unwrap()
+        .service
+        .resolve("breast_cancer", "1")
+        .unwrap();
+    let v1_sessions = held.sessions.clone();
+    let v1 = Arc::downgrade(&held);
+    drop(held);
 
     // Bounded concurrent load: 6 callers, each recording (status, version) in order.
     let stop = Arc::new(AtomicBool::new(false));
@@ -148,8 +150,9 @@ async fn poll_mode_swaps_versions_under_load_without_failing_a_request() {
     .await;
     assert!(
         v1.upgrade().is_none(),
-        "nothing keeps the unloaded version (and its sessions) alive"
+        "nothing keeps the unloaded version alive"
     );
+    assert_eq!(v1_sessions.count(), 0, "its sessions were dropped");
 
     // A version written in place, slowly: it is never served half-written.
     let dir3 = reg.path().join("breast_cancer/3");
@@ -356,6 +359,8 @@ async fn explicit_mode_loads_and_unloads_through_the_api_and_drains_first() {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let freed = Arc::downgrade(&lv);
+    let sessions = lv.sessions.clone();
+    assert_eq!(sessions.count(), 1, "bc_slow has one instance");
     drop(lv);
     let r = s
         .client
@@ -366,7 +371,12 @@ async fn explicit_mode_loads_and_unloads_through_the_api_and_drains_first() {
     assert_eq!(r.status(), 200);
     assert!(
         freed.upgrade().is_none(),
-        "the version and its sessions are freed once the unload returns"
+        "the version is freed once the unload returns"
+    );
+    assert_eq!(
+        sessions.count(),
+        0,
+        "the worker threads have dropped the sessions before the unload returns (and trims memory)"
     );
     // The server had answered the in-flight request before the unload returned.
     let text = s.text("/metrics").await;
@@ -578,4 +588,145 @@ async fn warm_up_uses_the_registry_sample_and_a_bad_sample_refuses_the_version()
         503
     );
     drop(reg);
+}
+
+async fn load_failures(s: &TestServer, model: &str) -> f64 {
+    metric_sum(
+        &s.text("/metrics").await,
+        "switchyard_model_load_failures_total",
+        &[&format!("model=\"{model}\"")],
+    )
+}
+
+/// The model-level row of the status (a model that failed as a whole), if any.
+async fn model_error(s: &TestServer, model: &str) -> Option<String> {
+    status(s)
+        .await
+        .into_iter()
+        .find(|r| r["model"] == model && r["version"].is_null())
+        .map(|r| r["reason"].as_str().unwrap_or_default().to_string())
+}
+
+/// Adds a version to `model` and waits until it serves: at least two polls pass meanwhile (a new
+/// file must look the same twice before it loads).
+async fn let_polls_pass(s: &TestServer, reg: &Path, model: &str, version: u64) {
+    copy_version("iris", 1, reg, model, version);
+    wait_until(&format!("{model} version {version} serves"), || async {
+        version_state(s, model, version)
+            .await
+            .is_some_and(|(state, _)| state == "READY")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_broken_config_fails_once_per_change() {
+    let reg = tempfile::tempdir().unwrap();
+    add_model(
+        reg.path(),
+        "iris",
+        "iris_cfg_once",
+        "[batching]\nmax_bach_size = 3\n",
+    );
+    add_model(reg.path(), "iris", "iris_witness", "");
+    let s = start(reg.path(), ControlMode::Poll, |_| {}).await;
+    assert!(
+        model_error(&s, "iris_cfg_once")
+            .await
+            .is_some_and(|r| r.contains("max_bach_size"))
+    );
+    assert_eq!(load_failures(&s, "iris_cfg_once").await, 1.0);
+
+    let_polls_pass(&s, reg.path(), "iris_witness", 2).await;
+    assert_eq!(
+        load_failures(&s, "iris_cfg_once").await,
+        1.0,
+        "an unchanged broken config.toml is failed once, not on every poll"
+    );
+
+    // A changed file that is still broken is failed again, once.
+    let config = reg.path().join("iris_cfg_once/config.toml");
+    std::fs::write(&config, "[batching]\nmax_queue_size = 0\n").unwrap();
+    wait_until("the new error is reported", || async {
+        model_error(&s, "iris_cfg_once")
+            .await
+            .is_some_and(|r| r.contains("max_queue_size"))
+    })
+    .await;
+    let_polls_pass(&s, reg.path(), "iris_witness", 3).await;
+    assert_eq!(load_failures(&s, "iris_cfg_once").await, 2.0);
+
+    // A fixed file is acted on.
+    std::fs::write(&config, "[batching]\nmax_queue_size = 8\n").unwrap();
+    wait_until("the fixed model serves", || async {
+        version_state(&s, "iris_cfg_once", 1)
+            .await
+            .is_some_and(|(state, _)| state == "READY")
+    })
+    .await;
+    assert_eq!(model_error(&s, "iris_cfg_once").await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_index_shows_versions_that_keep_serving_when_the_config_breaks() {
+    let reg = tempfile::tempdir().unwrap();
+    add_model(reg.path(), "iris", "iris_idx", "");
+    let s = start(reg.path(), ControlMode::Poll, |_| {}).await;
+    std::fs::write(
+        reg.path().join("iris_idx/config.toml"),
+        "[runtime]\ninstances = 0\n",
+    )
+    .unwrap();
+    wait_until("the broken config is reported", || async {
+        model_error(&s, "iris_idx").await.is_some()
+    })
+    .await;
+    let index = |ready: bool| {
+        let (client, url) = (s.client.clone(), s.url("/v2/repository/index"));
+        async move {
+            let (code, v) = common::post(&client, &url, &json!({ "ready": ready })).await;
+            assert_eq!(code, 200, "{v}");
+            v.as_array().unwrap().clone()
+        }
+    };
+    let all = index(false).await;
+    assert!(
+        all.iter()
+            .any(|r| r["name"] == "iris_idx" && r["version"] == "1" && r["state"] == "READY"),
+        "the version still serves, so the index lists it: {all:?}"
+    );
+    assert!(
+        all.iter().any(|r| r["name"] == "iris_idx"
+            && r.get("version").is_none()
+            && r["state"] == "UNAVAILABLE"
+            && r["reason"]
+                .as_str()
+                .is_some_and(|m| m.contains("runtime.instances"))),
+        "the config problem is listed too: {all:?}"
+    );
+    let ready = index(true).await;
+    assert_eq!(
+        ready,
+        vec![json!({"name": "iris_idx", "version": "1", "state": "READY"})]
+    );
+    // The status API and the index agree row for row.
+    assert_eq!(all.len(), status(&s).await.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_whose_warm_up_cannot_be_built_fails_alone() {
+    // huge_shape declares [-1, 2^32, 2^32]: a synthesized warm-up row would overflow.
+    let reg = common::registry(&["iris", "huge_shape"]);
+    let mut s = TestServer::start_with(common::args(reg.path())).await;
+    s.keep_registry(reg);
+    s.wait_loaded().await;
+    let (state, reason) = version_state(&s, "huge_shape", 1).await.unwrap();
+    assert_eq!(state, "UNAVAILABLE");
+    assert!(
+        reason.contains("warm-up input 'x'") && reason.contains("warmup.json"),
+        "{reason}"
+    );
+    let iris = json!({"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]});
+    assert_eq!(s.post_json("/v2/models/iris/infer", &iris).await.0, 200);
+    assert_eq!(s.get("/v2/health/ready").await.0, 200);
 }

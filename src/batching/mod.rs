@@ -56,6 +56,10 @@ pub struct Scheduler {
     queued: Arc<AtomicUsize>,
     max_queue_size: usize,
     metrics: VersionMetrics,
+    /// Disconnects once every thread has ended (each holds a sender and drops it last, after
+    /// its backend), so a stop can wait for that with a bound.
+    finished: channel::Receiver<()>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Scheduler {
@@ -71,14 +75,25 @@ impl Scheduler {
         let (work_tx, work_rx) = channel::bounded::<Vec<Job>>(backends.len());
         let (idle_tx, idle_rx) = channel::unbounded::<()>();
         let queued = Arc::new(AtomicUsize::new(0));
+        let (finished_tx, finished) = channel::bounded::<()>(0);
         let instances = backends.len();
+        let mut threads = Vec::with_capacity(instances + 1);
+        let fallbacks = Arc::new(worker::Fallbacks::new(name.clone()));
         for (i, backend) in backends.into_iter().enumerate() {
             let work_rx = work_rx.clone();
             let idle_tx = idle_tx.clone();
             let metrics = metrics.clone();
-            std::thread::Builder::new()
-                .name(format!("sy-run-{tag}-{i}"))
-                .spawn(move || worker::run(backend, work_rx, idle_tx, metrics))?;
+            let finished_tx = finished_tx.clone();
+            let fallbacks = fallbacks.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("sy-run-{tag}-{i}"))
+                    .spawn(move || {
+                        // The backend is dropped inside `run`, before this thread says it ended.
+                        worker::run(backend, work_rx, idle_tx, metrics, &fallbacks);
+                        drop(finished_tx);
+                    })?,
+            );
         }
         let batcher = queue::Batcher::new(
             name.clone(),
@@ -90,16 +105,47 @@ impl Scheduler {
             queued.clone(),
             metrics.clone(),
         );
-        std::thread::Builder::new()
-            .name(format!("sy-batch-{tag}"))
-            .spawn(move || batcher.run())?;
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("sy-batch-{tag}"))
+                .spawn(move || {
+                    batcher.run();
+                    drop(finished_tx);
+                })?,
+        );
         Ok(Self {
             name,
             tx,
             queued,
             max_queue_size: settings.max_queue_size,
             metrics,
+            finished,
+            threads,
         })
+    }
+
+    /// Closes the queue and waits, at most `within`, for the threads to finish what they have
+    /// and end, dropping the backends they own. True when they all ended in time; otherwise
+    /// they end on their own later.
+    pub fn stop(self, within: Duration) -> bool {
+        let Self {
+            tx,
+            finished,
+            threads,
+            ..
+        } = self;
+        drop(tx);
+        let ended = matches!(
+            finished.recv_timeout(within),
+            Err(channel::RecvTimeoutError::Disconnected)
+        );
+        if ended {
+            for t in threads {
+                // Each has returned already; a thread that panicked has nothing left to report.
+                let _ = t.join();
+            }
+        }
+        ended
     }
 
     /// Requests waiting in the queue (not yet running).

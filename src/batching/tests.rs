@@ -2,7 +2,7 @@
 //! deterministically. No test asserts a time.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,12 +12,14 @@ use tokio::sync::oneshot;
 use super::queue::{Plan, plan};
 use super::*;
 use crate::core::tensor::TensorData;
+use crate::runtime::{LiveSessions, SessionToken};
 
 /// Doubles input `x` into output `y`; fails on a NaN; records each run's rows and first values.
 struct Doubler {
     entered: Arc<AtomicUsize>,
     gate: Option<channel::Receiver<()>>,
     log: Arc<Mutex<Vec<Vec<f32>>>>,
+    _live: SessionToken,
 }
 
 impl Backend for Doubler {
@@ -48,6 +50,9 @@ struct Harness {
     entered: Arc<AtomicUsize>,
     permits: channel::Sender<()>,
     log: Arc<Mutex<Vec<Vec<f32>>>>,
+    live: LiveSessions,
+    /// `switchyard_batch_fallbacks_total` of this scheduler.
+    fallbacks: Arc<AtomicU64>,
 }
 
 fn settings(max_batch_size: usize, max_queue_size: usize) -> BatchSettings {
@@ -64,17 +69,24 @@ fn harness(s: BatchSettings, gated: bool) -> Harness {
     let (permits, gate) = channel::unbounded();
     let log = Arc::new(Mutex::new(Vec::new()));
     let entered = Arc::new(AtomicUsize::new(0));
+    let live = LiveSessions::default();
     let backend = Doubler {
         entered: entered.clone(),
         gate: gated.then_some(gate),
         log: log.clone(),
+        _live: live.token(),
+    };
+    let fallbacks = Arc::new(AtomicU64::new(0));
+    let metrics = VersionMetrics {
+        batch_fallbacks: metrics::Counter::from_arc(fallbacks.clone()),
+        ..VersionMetrics::noop()
     };
     let scheduler = Scheduler::start(
         "model 'test' version 1".into(),
         "test",
         s,
         vec![Box::new(backend)],
-        VersionMetrics::noop(),
+        metrics,
     )
     .unwrap();
     Harness {
@@ -82,6 +94,8 @@ fn harness(s: BatchSettings, gated: bool) -> Harness {
         entered,
         permits,
         log,
+        live,
+        fallbacks,
     }
 }
 
@@ -230,6 +244,27 @@ async fn a_bad_request_in_a_merged_batch_fails_alone() {
     let e = bad.await.unwrap().unwrap_err();
     assert!(matches!(e, Error::Inference(_)), "{e:?}");
     assert_eq!(output(&good2.await.unwrap().unwrap()), vec![6.0, 8.0]);
+    assert_eq!(
+        h.fallbacks.load(Ordering::SeqCst),
+        1,
+        "the failed merged batch is counted"
+    );
+}
+
+#[tokio::test]
+async fn stop_returns_after_the_threads_dropped_their_backends() {
+    let h = harness(settings(64, 100), false);
+    let done = spawn(&h, rows(1.0, 1, 1), true, None);
+    assert_eq!(output(&done.await.unwrap().unwrap()), vec![2.0]);
+    let scheduler = Arc::try_unwrap(h.scheduler).ok().unwrap();
+    assert_eq!(h.live.count(), 1);
+    let stopped = tokio::task::spawn_blocking(move || scheduler.stop(Duration::from_secs(60)));
+    assert!(stopped.await.unwrap(), "the threads ended");
+    assert_eq!(
+        h.live.count(),
+        0,
+        "the backend was dropped before stop returned"
+    );
 }
 
 #[tokio::test]

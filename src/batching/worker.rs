@@ -1,7 +1,8 @@
 //! A worker thread: owns one model instance and runs the batches the batcher hands it.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::time::Instant;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -12,16 +13,80 @@ use crate::error::{Error, Result};
 use crate::monitoring::metrics::VersionMetrics;
 use crate::runtime::Backend;
 
+/// How often a version may log that a merged batch failed; the failures in between are counted
+/// and reported with the next line (and always in `switchyard_batch_fallbacks_total`).
+const FALLBACK_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// What the workers of one version share to report merged batches that failed.
+pub(crate) struct Fallbacks {
+    /// "model 'x' version 1".
+    name: String,
+    log: RateLimit,
+}
+
+impl Fallbacks {
+    pub(crate) fn new(name: String) -> Self {
+        Self {
+            name,
+            log: RateLimit::new(FALLBACK_LOG_EVERY),
+        }
+    }
+
+    fn report(&self, metrics: &VersionMetrics, requests: usize, error: &Error) {
+        metrics.batch_fallbacks.increment(1);
+        if let Some(suppressed) = self.log.allow(Instant::now()) {
+            tracing::warn!(
+                version = %self.name, requests, suppressed, %error,
+                "a merged batch failed; rerunning its requests one by one. If every merged batch \
+                 fails, the model's outputs are not batch-major: set batching.max_batch_size = 0"
+            );
+        }
+    }
+}
+
+/// Lets one event through per interval and counts the ones it holds back.
+pub(crate) struct RateLimit {
+    every: Duration,
+    /// When the last event went through, and how many were held back since.
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl RateLimit {
+    pub(crate) fn new(every: Duration) -> Self {
+        Self {
+            every,
+            state: Mutex::new((None, 0)),
+        }
+    }
+
+    /// `Some(held back since the last one)` when an event at `now` may go through.
+    pub(crate) fn allow(&self, now: Instant) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (last, held) = &mut *state;
+        match last {
+            Some(t) if now.saturating_duration_since(*t) < self.every => {
+                *held += 1;
+                None
+            }
+            _ => {
+                *last = Some(now);
+                Some(std::mem::take(held))
+            }
+        }
+    }
+}
+
 pub(crate) fn run(
     mut backend: Box<dyn Backend>,
     work: Receiver<Vec<Job>>,
     idle: Sender<()>,
     metrics: VersionMetrics,
+    fallbacks: &Fallbacks,
 ) {
     // Ends when the batcher has gone and the channel is drained; the backend (and its ONNX
     // Runtime session) is dropped here, on this thread.
     for batch in work.iter() {
-        execute(backend.as_mut(), batch, &metrics);
+        execute(backend.as_mut(), batch, &metrics, fallbacks);
         // The batcher may already have exited during shutdown; the work channel still decides.
         let _ = idle.send(());
     }
@@ -41,7 +106,12 @@ fn run_guarded(backend: &mut dyn Backend, inputs: &[Tensor]) -> Result<Vec<Tenso
     })
 }
 
-fn execute(backend: &mut dyn Backend, batch: Vec<Job>, metrics: &VersionMetrics) {
+fn execute(
+    backend: &mut dyn Backend,
+    batch: Vec<Job>,
+    metrics: &VersionMetrics,
+    fallbacks: &Fallbacks,
+) {
     let started = Instant::now();
     let rows: Vec<usize> = batch.iter().map(|j| j.rows.unwrap_or(1)).collect();
     let total: usize = rows.iter().sum();
@@ -73,9 +143,10 @@ fn execute(backend: &mut dyn Backend, batch: Vec<Job>, metrics: &VersionMetrics)
             }
         }
         // One request's data can make a merged run fail; rerun each alone so only it fails.
-        Err(_) if batch.len() > 1 => {
+        Err(e) if batch.len() > 1 => {
+            fallbacks.report(metrics, batch.len(), &e);
             for job in batch {
-                execute(backend, vec![job], metrics);
+                execute(backend, vec![job], metrics, fallbacks);
             }
         }
         Err(e) => {
@@ -88,5 +159,22 @@ fn execute(backend: &mut dyn Backend, batch: Vec<Job>, metrics: &VersionMetrics)
                 let _ = job.reply.send(Err(e.clone()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_limit_lets_one_through_per_interval_and_counts_the_rest() {
+        let limit = RateLimit::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert_eq!(limit.allow(t0), Some(0));
+        assert_eq!(limit.allow(t0 + Duration::from_secs(1)), None);
+        assert_eq!(limit.allow(t0 + Duration::from_secs(9)), None);
+        assert_eq!(limit.allow(t0 + Duration::from_secs(10)), Some(2));
+        assert_eq!(limit.allow(t0 + Duration::from_secs(11)), None);
+        assert_eq!(limit.allow(t0 + Duration::from_secs(30)), Some(1));
     }
 }

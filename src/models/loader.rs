@@ -12,9 +12,51 @@ use crate::core::tensor::{Tensor, TensorData};
 use crate::models::version::LoadedVersion;
 use crate::monitoring::metrics::VersionMetrics;
 use crate::registry::config::Resolved;
-use crate::registry::{METADATA_FILE, MODEL_FILE, Registry, WARMUP_FILE};
+use crate::registry::{METADATA_FILE, MODEL_FILE, Registry, RegistryError, WARMUP_FILE};
 use crate::runtime::Backend;
-use crate::runtime::onnx::{self, LoadOptions};
+use crate::runtime::onnx::{self, LoadOptions, SessionError};
+
+/// Why a version was refused. The manager shows the message as the version's reason.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("{model}/{version}/{MODEL_FILE} does not exist")]
+    MissingModel { model: String, version: u64 },
+    #[error("{METADATA_FILE} is not valid JSON: {0}")]
+    MetadataJson(#[source] serde_json::Error),
+    #[error("{METADATA_FILE}: \"sha256\" must be a hex string, found {0}")]
+    MetadataSha256(String),
+    #[error(
+        "{MODEL_FILE} has sha256 {actual}, but {METADATA_FILE} says {expected}: \
+         the file is corrupt, truncated or was replaced without updating its metadata"
+    )]
+    Checksum { actual: String, expected: String },
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error(
+        "its signature differs from the serving version's ({0}); callers would break. \
+         Set lifecycle.allow_signature_change = true in config.toml to allow it"
+    )]
+    SignatureChanged(String),
+    #[error(
+        "warm-up input '{name}' of shape {shape:?} would need more than {} MiB; \
+         add a {WARMUP_FILE} with a smaller sample",
+        MAX_WARMUP_BYTES >> 20
+    )]
+    WarmupTooLarge { name: String, shape: Vec<i64> },
+    #[error("warm-up input '{name}': {message}")]
+    WarmupData { name: String, message: String },
+    #[error("{WARMUP_FILE}: {0}")]
+    WarmupFile(#[source] crate::error::Error),
+    #[error("warm-up inference failed: {0}")]
+    Warmup(#[source] crate::error::Error),
+    #[error("cannot start the scheduler threads: {0}")]
+    Threads(#[source] std::io::Error),
+    /// A bug (ours or the runtime's) hit while loading: the panic's message.
+    #[error("loading panicked: {0}")]
+    Panicked(String),
+}
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
@@ -26,26 +68,26 @@ fn expected_sha256(
     registry: &dyn Registry,
     model: &str,
     version: u64,
-) -> Result<Option<String>, String> {
-    let Some(bytes) = registry
-        .read(model, Some(version), METADATA_FILE)
-        .map_err(|e| e.to_string())?
-    else {
+) -> Result<Option<String>, LoadError> {
+    let Some(bytes) = registry.read(model, Some(version), METADATA_FILE)? else {
         return Ok(None);
     };
-    let meta: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| format!("{METADATA_FILE} is not valid JSON: {e}"))?;
+    let meta: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(LoadError::MetadataJson)?;
     match meta.get("sha256") {
         None => Ok(None),
         Some(serde_json::Value::String(s)) => Ok(Some(s.to_ascii_lowercase())),
-        Some(other) => Err(format!(
-            "{METADATA_FILE}: \"sha256\" must be a hex string, found {other}"
-        )),
+        Some(other) => Err(LoadError::MetadataSha256(other.to_string())),
     }
 }
 
+/// The largest warm-up input synthesized for one tensor; a model whose declared shape needs
+/// more must bring its own (smaller) sample in warmup.json.
+const MAX_WARMUP_BYTES: usize = 1 << 30;
+
 /// One row of zeros (empty strings for BYTES) per input, with variable dimensions set to 1.
-pub fn warmup_inputs(signature: &Signature) -> Vec<Tensor> {
+/// Declared shapes come from the model file, so their size is checked, never trusted.
+pub fn warmup_inputs(signature: &Signature) -> Result<Vec<Tensor>, LoadError> {
     signature
         .inputs
         .iter()
@@ -55,15 +97,27 @@ pub fn warmup_inputs(signature: &Signature) -> Vec<Tensor> {
                 .iter()
                 .map(|&d| if d < 0 { 1 } else { d })
                 .collect();
-            let n = shape.iter().product::<i64>().max(0) as usize;
-            let data = match TensorData::from_le_bytes(
-                spec.datatype,
-                &vec![0u8; n * spec.datatype.element_size().unwrap_or(4)],
-            ) {
-                Ok(d) => d,
-                Err(_) => TensorData::with_capacity(spec.datatype, n),
-            };
-            Tensor::new(spec.name.clone(), shape, data)
+            // BYTES: a 4-byte length prefix per (empty) element.
+            let wire = spec.datatype.element_size().unwrap_or(4);
+            let size = shape
+                .iter()
+                .try_fold(1usize, |n, &d| {
+                    usize::try_from(d).ok().and_then(|d| n.checked_mul(d))
+                })
+                .and_then(|n| n.checked_mul(wire))
+                .filter(|&b| b <= MAX_WARMUP_BYTES)
+                .ok_or_else(|| LoadError::WarmupTooLarge {
+                    name: spec.name.clone(),
+                    shape: shape.clone(),
+                })?;
+            let data =
+                TensorData::from_le_bytes(spec.datatype, &vec![0u8; size]).map_err(|message| {
+                    LoadError::WarmupData {
+                        name: spec.name.clone(),
+                        message,
+                    }
+                })?;
+            Ok(Tensor::new(spec.name.clone(), shape, data))
         })
         .collect()
 }
@@ -73,19 +127,21 @@ pub fn read_model(
     registry: &dyn Registry,
     model: &str,
     version: u64,
-) -> Result<(Vec<u8>, String), String> {
+) -> Result<(Vec<u8>, String), LoadError> {
     let bytes = registry
-        .read(model, Some(version), MODEL_FILE)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("{model}/{version}/{MODEL_FILE} does not exist"))?;
+        .read(model, Some(version), MODEL_FILE)?
+        .ok_or_else(|| LoadError::MissingModel {
+            model: model.to_string(),
+            version,
+        })?;
     let sha256 = sha256_hex(&bytes);
     if let Some(expected) = expected_sha256(registry, model, version)?
         && expected != sha256
     {
-        return Err(format!(
-            "{MODEL_FILE} has sha256 {sha256}, but {METADATA_FILE} says {expected}: \
-             the file is corrupt, truncated or was replaced without updating its metadata"
-        ));
+        return Err(LoadError::Checksum {
+            actual: sha256,
+            expected,
+        });
     }
     Ok((bytes, sha256))
 }
@@ -97,19 +153,14 @@ fn warmup(
     model: &str,
     version: u64,
     signature: &Signature,
-) -> Result<Vec<Tensor>, String> {
-    let Some(bytes) = registry
-        .read(model, Some(version), WARMUP_FILE)
-        .map_err(|e| e.to_string())?
-    else {
-        return Ok(warmup_inputs(signature));
+) -> Result<Vec<Tensor>, LoadError> {
+    let Some(bytes) = registry.read(model, Some(version), WARMUP_FILE)? else {
+        return warmup_inputs(signature);
     };
     // The same decoder and validation as a REST request.
-    let (request, _) = crate::http::codec::decode_request(&bytes, None)
-        .map_err(|e| format!("{WARMUP_FILE}: {e}"))?;
-    let valid = signature
-        .validate(request)
-        .map_err(|e| format!("{WARMUP_FILE}: {e}"))?;
+    let (request, _) =
+        crate::http::codec::decode_request(&bytes, None).map_err(LoadError::WarmupFile)?;
+    let valid = signature.validate(request).map_err(LoadError::WarmupFile)?;
     Ok(valid.inputs)
 }
 
@@ -131,7 +182,7 @@ pub fn build_version(
     sha256: String,
     settings: &Resolved,
     expect: Expectation<'_>,
-) -> Result<LoadedVersion, String> {
+) -> Result<LoadedVersion, LoadError> {
     let started = Instant::now();
     let rt = &settings.runtime;
     let loaded = onnx::load(
@@ -144,22 +195,18 @@ pub fn build_version(
         },
     )?;
     let signature = loaded.signature;
+    let sessions = loaded.live;
     if let Some(serving) = expect.signature
         && !expect.allow_signature_change
         && let Some(diff) = serving.incompatibility(&signature)
     {
-        return Err(format!(
-            "its signature differs from the serving version's ({diff}); callers would break. \
-             Set lifecycle.allow_signature_change = true in config.toml to allow it"
-        ));
+        return Err(LoadError::SignatureChanged(diff.to_string()));
     }
     let warm = warmup(registry, model, version, &signature)?;
     let mut backends: Vec<Box<dyn Backend>> = Vec::with_capacity(loaded.sessions.len());
     for mut session in loaded.sessions {
         // The first run of a session allocates and plans; pay it here, not on a caller.
-        session
-            .run(&warm)
-            .map_err(|e| format!("warm-up inference failed: {e}"))?;
+        session.run(&warm).map_err(LoadError::Warmup)?;
         backends.push(Box::new(session));
     }
     let max_batch_size = if signature.batchable() {
@@ -176,7 +223,7 @@ pub fn build_version(
         backends,
         VersionMetrics::new(model, version),
     )
-    .map_err(|e| format!("cannot start the scheduler threads: {e}"))?;
+    .map_err(LoadError::Threads)?;
     Ok(LoadedVersion {
         model: model.to_string(),
         version,
@@ -184,6 +231,7 @@ pub fn build_version(
         settings: settings.clone(),
         max_batch_size,
         scheduler,
+        sessions,
         provider: loaded.provider,
         sha256,
         loaded_at: SystemTime::now(),
@@ -222,9 +270,27 @@ mod tests {
             ],
             outputs: vec![],
         };
-        let w = warmup_inputs(&sig);
+        let w = warmup_inputs(&sig).unwrap();
         assert_eq!(w[0].shape, vec![1, 4]);
         assert_eq!(w[0].data, TensorData::Fp32(vec![0.0; 4]));
         assert_eq!(w[1].data, TensorData::Bytes(vec![vec![]]));
+    }
+
+    #[test]
+    fn warmup_inputs_refuse_shapes_too_large_to_synthesize() {
+        for shape in [vec![-1, 1 << 32, 1 << 32], vec![1 << 40], vec![i64::MAX, 2]] {
+            let sig = Signature {
+                inputs: vec![TensorSpec {
+                    name: "x".into(),
+                    datatype: DataType::Fp32,
+                    shape,
+                }],
+                outputs: vec![],
+            };
+            let e = warmup_inputs(&sig).unwrap_err();
+            assert!(matches!(e, LoadError::WarmupTooLarge { .. }), "{e:?}");
+            let e = e.to_string();
+            assert!(e.contains("'x'") && e.contains("warmup.json"), "{e}");
+        }
     }
 }

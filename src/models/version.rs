@@ -9,6 +9,7 @@ use crate::core::infer::{InferRequest, InferResponse, Parameters};
 use crate::core::signature::Signature;
 use crate::error::{Error, Result};
 use crate::registry::config::Resolved;
+use crate::runtime::LiveSessions;
 
 pub struct LoadedVersion {
     pub model: String,
@@ -18,6 +19,8 @@ pub struct LoadedVersion {
     /// Rows per batch actually used: 0 when the signature cannot be batched.
     pub max_batch_size: usize,
     pub scheduler: Scheduler,
+    /// The version's sessions still alive (owned by the scheduler's worker threads).
+    pub sessions: LiveSessions,
     /// ONNX Runtime execution provider, e.g. `CPUExecutionProvider`.
     pub provider: &'static str,
     /// sha256 of the model.onnx bytes that were loaded.

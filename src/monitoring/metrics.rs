@@ -28,6 +28,7 @@ pub const SWAPS: &str = "switchyard_model_swaps_total";
 pub const VERSIONS_LOADED: &str = "switchyard_model_versions_loaded";
 pub const CONNECTION_ERRORS: &str = "switchyard_connection_errors_total";
 pub const AUTH_REFUSALS: &str = "switchyard_auth_refusals_total";
+pub const BATCH_FALLBACKS: &str = "switchyard_batch_fallbacks_total";
 
 /// The `model` label for requests naming a model the server does not have: keeps cardinality
 /// bounded whatever callers send.
@@ -131,6 +132,11 @@ fn describe() {
         "Versions swapped into service after the initial load (new versions and reloads)."
     );
     describe_gauge!(VERSIONS_LOADED, "Ready versions of a model.");
+    describe_counter!(
+        BATCH_FALLBACKS,
+        "Merged batches that failed and were rerun request by request (a model whose outputs \
+         are not batch-major fails every merged batch)."
+    );
 }
 
 /// Counts one finished inference request.
@@ -160,6 +166,7 @@ pub struct VersionMetrics {
     pub executions: Counter,
     pub batch_size: Histogram,
     pub pending: Gauge,
+    pub batch_fallbacks: Counter,
 }
 
 impl VersionMetrics {
@@ -175,6 +182,7 @@ impl VersionMetrics {
             executions: metrics::counter!(EXECUTIONS, &labels),
             batch_size: metrics::histogram!(BATCH_SIZE, &labels),
             pending: metrics::gauge!(PENDING, &labels),
+            batch_fallbacks: metrics::counter!(BATCH_FALLBACKS, &labels),
         }
     }
 
@@ -187,6 +195,7 @@ impl VersionMetrics {
             executions: Counter::noop(),
             batch_size: Histogram::noop(),
             pending: Gauge::noop(),
+            batch_fallbacks: Counter::noop(),
         }
     }
 }

@@ -102,8 +102,13 @@ pub enum Device {
     Cuda(u32),
 }
 
+/// A device name that is none of `cpu`, `cuda`, `cuda:N`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown device '{0}' (expected \"cpu\", \"cuda\" or \"cuda:N\")")]
+pub struct UnknownDevice(pub String);
+
 impl Device {
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, UnknownDevice> {
         match s {
             "cpu" => Ok(Self::Cpu),
             "cuda" => Ok(Self::Cuda(0)),
@@ -111,11 +116,38 @@ impl Device {
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse().ok())
                 .map(Self::Cuda)
-                .ok_or_else(|| {
-                    format!("unknown device '{s}' (expected \"cpu\", \"cuda\" or \"cuda:N\")")
-                }),
+                .ok_or_else(|| UnknownDevice(s.to_string())),
         }
     }
+}
+
+/// Why a `config.toml` was refused. Messages name the file (`origin`) and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{origin}: the file is not UTF-8")]
+    NotUtf8 {
+        origin: String,
+        #[source]
+        source: std::str::Utf8Error,
+    },
+    #[error("{origin}: {}", .source.to_string().trim_end())]
+    Parse {
+        origin: String,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("{origin}: {key}: {message}")]
+    Invalid {
+        origin: String,
+        key: &'static str,
+        message: String,
+    },
+    #[error("{origin}: runtime.device: {source}")]
+    Device {
+        origin: String,
+        #[source]
+        source: UnknownDevice,
+    },
 }
 
 impl fmt::Display for Device {
@@ -193,13 +225,31 @@ const MAX_INSTANCES: usize = 256;
 
 impl ModelConfig {
     /// Parses `config.toml`; `origin` names the file in errors.
-    pub fn parse(text: &str, origin: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| format!("{origin}: {}", e.to_string().trim_end()))
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|source| ConfigError::Parse {
+            origin: origin.to_string(),
+            source,
+        })
+    }
+
+    /// Parses the bytes of `config.toml`, which must be UTF-8.
+    pub fn parse_bytes(bytes: &[u8], origin: &str) -> Result<Self, ConfigError> {
+        let text = std::str::from_utf8(bytes).map_err(|source| ConfigError::NotUtf8 {
+            origin: origin.to_string(),
+            source,
+        })?;
+        Self::parse(text, origin)
     }
 
     /// Fills in defaults and checks every value; errors name the file and the key.
-    pub fn resolve(&self, d: &Defaults, origin: &str) -> Result<Resolved, String> {
-        let err = |key: &str, msg: String| Err(format!("{origin}: {key}: {msg}"));
+    pub fn resolve(&self, d: &Defaults, origin: &str) -> Result<Resolved, ConfigError> {
+        let err = |key: &'static str, message: String| {
+            Err(ConfigError::Invalid {
+                origin: origin.to_string(),
+                key,
+                message,
+            })
+        };
         let b = &self.batching;
         let max_batch_size = b.max_batch_size.unwrap_or(d.max_batch_size);
         if max_batch_size > MAX_BATCH {
@@ -241,10 +291,10 @@ impl ModelConfig {
             );
         }
         let device = match &r.device {
-            Some(s) => match Device::parse(s) {
-                Ok(dev) => dev,
-                Err(e) => return err("runtime.device", e),
-            },
+            Some(s) => Device::parse(s).map_err(|source| ConfigError::Device {
+                origin: origin.to_string(),
+                source,
+            })?,
             None => d.device,
         };
         if let VersionPolicy::Latest(0) = self.version_policy {
@@ -350,12 +400,19 @@ mod tests {
     #[test]
     fn errors_name_file_and_key() {
         let e = ModelConfig::parse("[batching]\nmax_bach_size = 3", "m/config.toml").unwrap_err();
+        assert!(matches!(e, ConfigError::Parse { .. }), "{e:?}");
+        let e = e.to_string();
         assert!(
             e.contains("m/config.toml") && e.contains("max_bach_size"),
             "{e}"
         );
-        let e = ModelConfig::parse("[batching]\nmax_batch_size = -3", "m/config.toml").unwrap_err();
+        let e = ModelConfig::parse("[batching]\nmax_batch_size = -3", "m/config.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("max_batch_size"), "{e}");
+        let e = ModelConfig::parse_bytes(b"\xff", "m/config.toml").unwrap_err();
+        assert!(std::error::Error::source(&e).is_some(), "keeps its cause");
+        assert_eq!(e.to_string(), "m/config.toml: the file is not UTF-8");
         let bad = [
             (
                 "[batching]\npreferred_batch_sizes = [128]",
@@ -370,7 +427,8 @@ mod tests {
             let e = ModelConfig::parse(text, "m/config.toml")
                 .unwrap()
                 .resolve(&defaults(), "m/config.toml")
-                .unwrap_err();
+                .unwrap_err()
+                .to_string();
             assert!(e.starts_with("m/config.toml: ") && e.contains(key), "{e}");
         }
     }

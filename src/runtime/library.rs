@@ -52,41 +52,56 @@ fn how_to_fix() -> String {
     )
 }
 
+fn list(paths: &[PathBuf]) -> String {
+    let lines: Vec<String> = paths.iter().map(|p| format!("  {}", p.display())).collect();
+    lines.join("\n")
+}
+
+/// Why ONNX Runtime could not be loaded; every message ends with how to get the library.
+#[derive(Debug, thiserror::Error)]
+pub enum LibraryError {
+    #[error(
+        "the ONNX Runtime library '{}' given by --ort-library/ORT_DYLIB_PATH does not exist.\n{}",
+        .0.display(),
+        how_to_fix()
+    )]
+    Missing(PathBuf),
+    #[error(
+        "the ONNX Runtime library was not found; looked in:\n{}\n{}",
+        list(.0),
+        how_to_fix()
+    )]
+    NotFound(Vec<PathBuf>),
+    #[error("cannot load ONNX Runtime from '{}': {source}.\n{}", path.display(), how_to_fix())]
+    Load {
+        path: PathBuf,
+        #[source]
+        source: ort::LoadDynamicError,
+    },
+    #[error("cannot create the ONNX Runtime environment: {0}")]
+    Environment(#[source] ort::Error),
+}
+
 /// Picks the library path: `explicit` (the `--ort-library` flag or `ORT_DYLIB_PATH`) wins; it
 /// must exist. Otherwise the first existing candidate.
-pub fn resolve_path(explicit: Option<&Path>) -> Result<PathBuf, String> {
+pub fn resolve_path(explicit: Option<&Path>) -> Result<PathBuf, LibraryError> {
     if let Some(p) = explicit {
         return if p.exists() {
             Ok(p.to_path_buf())
         } else {
-            Err(format!(
-                "the ONNX Runtime library '{}' given by --ort-library/ORT_DYLIB_PATH does not exist.\n{}",
-                p.display(),
-                how_to_fix()
-            ))
+            Err(LibraryError::Missing(p.to_path_buf()))
         };
     }
     let candidates = candidate_paths();
-    candidates
-        .iter()
-        .find(|p| p.exists())
-        .cloned()
-        .ok_or_else(|| {
-            let looked: Vec<String> = candidates
-                .iter()
-                .map(|p| format!("  {}", p.display()))
-                .collect();
-            format!(
-                "the ONNX Runtime library was not found; looked in:\n{}\n{}",
-                looked.join("\n"),
-                how_to_fix()
-            )
-        })
+    match candidates.iter().find(|p| p.exists()) {
+        Some(p) => Ok(p.clone()),
+        None => Err(LibraryError::NotFound(candidates)),
+    }
 }
 
 /// Loads ONNX Runtime (once per process) and returns the environment. Later calls return the
 /// same environment whatever path they pass.
-pub fn init(explicit: Option<&Path>) -> Result<&'static Environment, String> {
+pub fn init(explicit: Option<&Path>) -> Result<&'static Environment, LibraryError> {
     if let Some(l) = ENVIRONMENT.get() {
         return Ok(&l.env);
     }
@@ -95,18 +110,15 @@ pub fn init(explicit: Option<&Path>) -> Result<&'static Environment, String> {
         return Ok(&l.env);
     }
     let path = resolve_path(explicit)?;
-    let builder = ort::init_from(&path).map_err(|e| {
-        format!(
-            "cannot load ONNX Runtime from '{}': {e}.\n{}",
-            path.display(),
-            how_to_fix()
-        )
+    let builder = ort::init_from(&path).map_err(|source| LibraryError::Load {
+        path: path.clone(),
+        source,
     })?;
     let env = builder
         .with_name("switchyard")
         .with_telemetry(false)
         .build()
-        .map_err(|e| format!("cannot create the ONNX Runtime environment: {e}"))?;
+        .map_err(LibraryError::Environment)?;
     tracing::info!(path = %path.display(), "ONNX Runtime loaded");
     let loaded = ENVIRONMENT.get_or_init(|| Loaded { env, path });
     Ok(&loaded.env)
@@ -123,7 +135,9 @@ mod tests {
 
     #[test]
     fn explicit_missing_path_is_a_clear_error() {
-        let e = resolve_path(Some(Path::new("/nonexistent/libonnxruntime.so"))).unwrap_err();
+        let e = resolve_path(Some(Path::new("/nonexistent/libonnxruntime.so")))
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("/nonexistent/libonnxruntime.so") && e.contains("pip download"),
             "{e}"

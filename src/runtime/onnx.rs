@@ -14,7 +14,7 @@ use crate::core::signature::{Signature, TensorSpec};
 use crate::core::tensor::{DataType, Element, Tensor, TensorData, by_datatype};
 use crate::error::{Error, Result};
 use crate::registry::config::Device;
-use crate::runtime::Backend;
+use crate::runtime::{Backend, LiveSessions, SessionToken};
 
 /// How to build a version's sessions.
 #[derive(Debug, Clone)]
@@ -30,11 +30,15 @@ pub struct OnnxModel {
     pub sessions: Vec<OnnxSession>,
     /// The execution provider the sessions run on, e.g. `CPUExecutionProvider`.
     pub provider: &'static str,
+    /// Counts the sessions above (and their clones' successors) until each is dropped.
+    pub live: LiveSessions,
 }
 
 pub struct OnnxSession {
     session: Session,
     outputs: Vec<TensorSpec>,
+    /// Last, so it is given back after the session is released.
+    _live: SessionToken,
 }
 
 fn datatype(ty: TensorElementType) -> Option<DataType> {
@@ -56,14 +60,57 @@ fn datatype(ty: TensorElementType) -> Option<DataType> {
     })
 }
 
-fn spec(outlet: &Outlet, role: &str) -> Result<TensorSpec, String> {
+/// Why a model could not be loaded into sessions. Plain words for the status API.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(
+        "{role} '{name}' has element type {element}, which the Open Inference Protocol cannot carry"
+    )]
+    UnsupportedType {
+        role: &'static str,
+        name: String,
+        element: String,
+    },
+    #[error(
+        "{role} '{name}' is a {kind}, not a tensor; only tensor inputs and outputs can be served \
+         (for skl2onnx classifiers, convert with options={{'zipmap': False}})"
+    )]
+    NotATensor {
+        role: &'static str,
+        name: String,
+        kind: String,
+    },
+    #[error("the model has no inputs")]
+    NoInputs,
+    #[error("instances must be at least 1")]
+    NoInstances,
+    #[error("cannot tell whether ONNX Runtime has the CUDA execution provider: {0}")]
+    CudaQuery(#[source] ort::Error),
+    #[error(
+        "device '{device}' was requested, but the loaded ONNX Runtime library ({library}) has no \
+         CUDA execution provider; use an onnxruntime-gpu build of the library or set \
+         runtime.device = \"cpu\""
+    )]
+    NoCuda { device: Device, library: String },
+    #[error("cannot configure an ONNX Runtime session: {0}")]
+    Configure(#[source] ort::Error),
+    #[error("cannot enable CUDA device {id}: {source}")]
+    Cuda {
+        id: u32,
+        #[source]
+        source: ort::Error,
+    },
+    #[error("ONNX Runtime cannot load the model: {0}")]
+    Model(#[source] ort::Error),
+}
+
+fn spec(outlet: &Outlet, role: &'static str) -> Result<TensorSpec, SessionError> {
     match outlet.dtype() {
         ValueType::Tensor { ty, shape, .. } => {
-            let datatype = datatype(*ty).ok_or_else(|| {
-                format!(
-                    "{role} '{}' has element type {ty:?}, which the Open Inference Protocol cannot carry",
-                    outlet.name()
-                )
+            let datatype = datatype(*ty).ok_or_else(|| SessionError::UnsupportedType {
+                role,
+                name: outlet.name().to_string(),
+                element: format!("{ty:?}"),
             })?;
             Ok(TensorSpec {
                 name: outlet.name().to_string(),
@@ -71,15 +118,15 @@ fn spec(outlet: &Outlet, role: &str) -> Result<TensorSpec, String> {
                 shape: shape.iter().map(|&d| if d < 0 { -1 } else { d }).collect(),
             })
         }
-        other => Err(format!(
-            "{role} '{}' is a {other:?}, not a tensor; only tensor inputs and outputs can be served \
-             (for skl2onnx classifiers, convert with options={{'zipmap': False}})",
-            outlet.name()
-        )),
+        other => Err(SessionError::NotATensor {
+            role,
+            name: outlet.name().to_string(),
+            kind: format!("{other:?}"),
+        }),
     }
 }
 
-fn signature(session: &Session) -> Result<Signature, String> {
+fn signature(session: &Session) -> Result<Signature, SessionError> {
     let inputs = session
         .inputs()
         .iter()
@@ -91,33 +138,35 @@ fn signature(session: &Session) -> Result<Signature, String> {
         .map(|o| spec(o, "output"))
         .collect::<Result<Vec<_>, _>>()?;
     if inputs.is_empty() {
-        return Err("the model has no inputs".into());
+        return Err(SessionError::NoInputs);
     }
     Ok(Signature { inputs, outputs })
 }
 
-/// Parses `bytes` into `opts.instances` sessions. Errors are plain text for the status API.
-pub fn load(env: &Environment, bytes: &[u8], opts: &LoadOptions) -> Result<OnnxModel, String> {
+/// Parses `bytes` into `opts.instances` sessions.
+pub fn load(
+    env: &Environment,
+    bytes: &[u8],
+    opts: &LoadOptions,
+) -> Result<OnnxModel, SessionError> {
     let provider = match opts.device {
         Device::Cpu => ep::CPU::NAME,
         Device::Cuda(_) => {
-            let available = ep::CUDA::is_available().map_err(|e| e.to_string())?;
+            let available = ep::CUDA::is_available().map_err(SessionError::CudaQuery)?;
             if !available {
-                return Err(format!(
-                    "device '{}' was requested, but the loaded ONNX Runtime library ({}) has no CUDA \
-                     execution provider; use an onnxruntime-gpu build of the library or set \
-                     runtime.device = \"cpu\"",
-                    opts.device,
-                    crate::runtime::library::loaded_path()
+                return Err(SessionError::NoCuda {
+                    device: opts.device,
+                    library: crate::runtime::library::loaded_path()
                         .map(|p| p.display().to_string())
-                        .unwrap_or_default()
-                ));
+                        .unwrap_or_default(),
+                });
             }
             ep::CUDA::NAME
         }
     };
     let mut sessions = Vec::with_capacity(opts.instances);
     let mut sig: Option<Signature> = None;
+    let live = LiveSessions::default();
     for _ in 0..opts.instances {
         let mut builder = Session::builder(env)
             .and_then(|b| {
@@ -129,7 +178,7 @@ pub fn load(env: &Environment, bytes: &[u8], opts: &LoadOptions) -> Result<OnnxM
                     .map_err(Into::into)
             })
             .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
-            .map_err(|e| format!("cannot configure an ONNX Runtime session: {e}"))?;
+            .map_err(SessionError::Configure)?;
         if let Device::Cuda(id) = opts.device {
             let cuda = ep::CUDA::default()
                 .with_device_id(id as i32)
@@ -137,23 +186,28 @@ pub fn load(env: &Environment, bytes: &[u8], opts: &LoadOptions) -> Result<OnnxM
                 .error_on_failure();
             builder = builder
                 .with_execution_providers([cuda])
-                .map_err(|e| format!("cannot enable CUDA device {id}: {e}"))?;
+                .map_err(|e| SessionError::Cuda {
+                    id,
+                    source: e.into(),
+                })?;
         }
         let session = builder
             .commit_from_memory(bytes)
-            .map_err(|e| format!("ONNX Runtime cannot load the model: {e}"))?;
+            .map_err(SessionError::Model)?;
         let s = signature(&session)?;
         sessions.push(OnnxSession {
             session,
             outputs: s.outputs.clone(),
+            _live: live.token(),
         });
         sig.get_or_insert(s);
     }
-    let signature = sig.ok_or("instances must be at least 1")?;
+    let signature = sig.ok_or(SessionError::NoInstances)?;
     Ok(OnnxModel {
         signature,
         sessions,
         provider,
+        live,
     })
 }
 

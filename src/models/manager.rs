@@ -1,0 +1,726 @@
+//! The manager: the one writer of the live table, keeping it in step with the registry.
+//!
+//! Requests keep the `Arc` of the version they resolved until they finish, so a version that is
+//! replaced or unloaded completes what it already has and is freed when its last request ends.
+//! Only the manager writes the table, and every
+//! change goes through one lock (`control`), so loads, unloads, polls and promotions never race.
+//! A version is published `Ready` only after it loaded, passed its checks and warmed up; a
+//! version that fails never replaces one that serves.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use ort::environment::Environment;
+
+use crate::error::{Error, Result};
+use crate::models::loader;
+use crate::models::status::{self, VersionStatus};
+use crate::models::table::{ModelEntry, Table, VersionState};
+use crate::models::version::LoadedVersion;
+use crate::monitoring::metrics;
+use crate::registry::config::{ConfigError, Defaults, ModelConfig, Resolved};
+use crate::registry::{CONFIG_FILE, MODEL_FILE, Registry, Stamp};
+
+/// How the set of loaded models is decided (Triton's `--model-control-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ControlMode {
+    /// Load the registry at start; never change it afterwards.
+    None,
+    /// Load at start, then follow the registry: new, changed and removed versions and models.
+    Poll,
+    /// Load only what `--load-model` names at start; afterwards only the repository API loads
+    /// and unloads.
+    Explicit,
+}
+
+impl ControlMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Poll => "poll",
+            Self::Explicit => "explicit",
+        }
+    }
+}
+
+/// Settings of the manager.
+#[derive(Debug, Clone)]
+pub struct ManagerOptions {
+    pub defaults: Defaults,
+    pub mode: ControlMode,
+    /// Models to load at start in explicit mode (`*` for all).
+    pub initial_models: Vec<String>,
+    /// How long an unload waits for in-flight requests.
+    pub drain_timeout: Duration,
+}
+
+/// What the manager remembers about the registry between passes.
+#[derive(Default)]
+struct Control {
+    models: HashMap<String, ModelControl>,
+}
+
+#[derive(Default)]
+struct ModelControl {
+    /// The config.toml bytes the current settings came from (`Some(None)`: no file).
+    applied_config: Option<Option<Vec<u8>>>,
+    /// The config.toml bytes whose failure was reported: polling does not fail them again (no
+    /// error log, failure count or table change every interval); a changed file is looked at.
+    failed_config: Option<Option<Vec<u8>>>,
+    versions: HashMap<u64, FileState>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct FileState {
+    /// model.onnx as seen by the previous poll: a file must look the same twice in a row
+    /// (one whole interval) before it is loaded, so a copy in progress is never read half-way.
+    seen: Option<Stamp>,
+    /// model.onnx as it was when the version's current state was decided.
+    applied: Option<Stamp>,
+}
+
+/// How a pass treats files that just changed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// At start and on operator request: load what is there now.
+    Now,
+    /// Polling: load a new or changed file only once it has been stable for one interval.
+    WhenStable,
+}
+
+pub struct ModelManager {
+    registry: Arc<dyn Registry>,
+    options: ManagerOptions,
+    env: &'static Environment,
+    live: ArcSwap<Table>,
+    initial_load_done: AtomicBool,
+    /// Bumped whenever the table or the load state changes, for watchers (gRPC health).
+    changes: tokio::sync::watch::Sender<u64>,
+    control: Mutex<Control>,
+}
+
+impl ModelManager {
+    pub fn new(
+        registry: Arc<dyn Registry>,
+        options: ManagerOptions,
+        env: &'static Environment,
+    ) -> Self {
+        Self {
+            registry,
+            options,
+            env,
+            live: ArcSwap::from_pointee(Table::default()),
+            initial_load_done: AtomicBool::new(false),
+            changes: tokio::sync::watch::Sender::new(0),
+            control: Mutex::new(Control::default()),
+        }
+    }
+
+    pub fn registry(&self) -> &dyn Registry {
+        self.registry.as_ref()
+    }
+
+    pub fn mode(&self) -> ControlMode {
+        self.options.mode
+    }
+
+    /// The current table (a cheap snapshot).
+    pub fn snapshot(&self) -> Arc<Table> {
+        self.live.load_full()
+    }
+
+    pub fn initial_load_done(&self) -> bool {
+        self.initial_load_done.load(Ordering::Acquire)
+    }
+
+    /// A receiver that sees a new value after every change of the table or the load state.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    fn publish(&self, edit: impl Fn(&mut Table)) {
+        self.live.rcu(|current| {
+            let mut next = Table::clone(current);
+            edit(&mut next);
+            next
+        });
+        self.changed();
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Control> {
+        self.control.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The initial load. Blocking: call it from a blocking thread.
+    pub fn load_all(&self) {
+        let names: Vec<String> = match self.registry.models() {
+            Ok(models) => match self.options.mode {
+                ControlMode::Explicit if !self.options.initial_models.iter().any(|m| m == "*") => {
+                    for wanted in &self.options.initial_models {
+                        if !models.contains(wanted) {
+                            tracing::error!(model = %wanted, "--load-model names a model the registry does not have");
+                        }
+                    }
+                    models
+                        .into_iter()
+                        .filter(|m| self.options.initial_models.contains(m))
+                        .collect()
+                }
+                _ => models,
+            },
+            Err(e) => {
+                tracing::error!(registry = %self.registry.describe(), error = %e, "cannot list models");
+                Vec::new()
+            }
+        };
+        let mut control = self.lock();
+        for name in names {
+            self.sync_model(&mut control, &name, Pass::Now);
+        }
+        drop(control);
+        self.initial_load_done.store(true, Ordering::Release);
+        self.changed();
+    }
+
+    /// One polling pass: follow the registry (new, changed and removed models and versions).
+    /// In the other modes only the routing policy (pinned versions) is refreshed.
+    pub fn poll(&self) {
+        if self.options.mode != ControlMode::Poll {
+            self.refresh_routing();
+            return;
+        }
+        let models = match self.registry.models() {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list models; keeping the current ones");
+                return;
+            }
+        };
+        let mut control = self.lock();
+        for name in &models {
+            self.sync_model(&mut control, name, Pass::WhenStable);
+        }
+        let gone: Vec<String> = self
+            .snapshot()
+            .models
+            .keys()
+            .filter(|m| !models.contains(m))
+            .cloned()
+            .collect();
+        for name in gone {
+            tracing::info!(model = %name, "model removed from the registry; unloading");
+            self.remove_model(&mut control, &name);
+        }
+    }
+
+    /// Loads (or reloads what changed of) one model now. The repository API's load.
+    pub fn load_model(&self, name: &str) -> Result<()> {
+        let available = self
+            .registry
+            .models()
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        if !available.iter().any(|m| m == name) {
+            return Err(Error::NotFound(format!(
+                "model '{name}' is not in the registry ({})",
+                self.registry.describe()
+            )));
+        }
+        let mut control = self.lock();
+        self.sync_model(&mut control, name, Pass::Now);
+        drop(control);
+        let table = self.snapshot();
+        let entry = table.models.get(name);
+        match entry.and_then(ModelEntry::default_version) {
+            Some(_) => Ok(()),
+            None => {
+                let why = entry.map(ModelEntry::describe_failure).unwrap_or_default();
+                Err(Error::Unavailable(format!(
+                    "model '{name}' did not load: {why}"
+                )))
+            }
+        }
+    }
+
+    /// Takes a model out of service, waits for its in-flight requests, and forgets it.
+    pub fn unload_model(&self, name: &str) -> Result<()> {
+        if !self.snapshot().models.contains_key(name) {
+            return Err(Error::NotFound(format!("model '{name}' is not loaded")));
+        }
+        let mut control = self.lock();
+        self.remove_model(&mut control, name);
+        Ok(())
+    }
+
+    /// Pins the version that serves requests naming none (`None` unpins), in the registry.
+    pub fn promote(&self, name: &str, version: Option<u64>) -> Result<Option<u64>> {
+        let _control = self.lock();
+        let table = self.snapshot();
+        let entry = table
+            .models
+            .get(name)
+            .ok_or_else(|| Error::NotFound(format!("unknown model '{name}'")))?;
+        if let Some(v) = version
+            && !matches!(entry.versions.get(&v), Some(VersionState::Ready(_)))
+        {
+            let ready: Vec<String> = entry
+                .ready_versions()
+                .map(|lv| lv.version.to_string())
+                .collect();
+            return Err(Error::FailedPrecondition(format!(
+                "model '{name}' version {v} is not ready on this server (ready: {}); load it first",
+                if ready.is_empty() {
+                    "none".into()
+                } else {
+                    ready.join(", ")
+                }
+            )));
+        }
+        let routing = self
+            .registry
+            .update_routing(name, &mut |r| r.pinned_version = version)
+            .map_err(|e| Error::Internal(format!("cannot write the routing policy: {e}")))?;
+        self.publish(|t| {
+            if let Some(e) = t.models.get_mut(name) {
+                e.pinned = routing.pinned_version;
+            }
+        });
+        tracing::info!(model = name, pinned = ?routing.pinned_version, "routing policy changed");
+        Ok(routing.pinned_version)
+    }
+
+    /// Re-reads every loaded model's routing policy (other replicas may have promoted).
+    pub fn refresh_routing(&self) {
+        let _control = self.lock();
+        for (name, entry) in &self.snapshot().models {
+            match self.registry.routing(name) {
+                Ok(r) if r.pinned_version != entry.pinned => {
+                    tracing::info!(model = %name, pinned = ?r.pinned_version, "routing policy changed in the registry");
+                    self.publish(|t| {
+                        if let Some(e) = t.models.get_mut(name) {
+                            e.pinned = r.pinned_version;
+                        }
+                    });
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(model = %name, error = %e, "cannot read the routing policy")
+                }
+            }
+        }
+    }
+
+    /// The settings `config.toml` (its bytes, `None` when there is none) gives a model.
+    fn model_settings(
+        &self,
+        model: &str,
+        bytes: Option<&[u8]>,
+    ) -> std::result::Result<Resolved, ConfigError> {
+        let origin = format!("{model}/{CONFIG_FILE}");
+        let config = match bytes {
+            Some(b) => ModelConfig::parse_bytes(b, &origin)?,
+            None => ModelConfig::default(),
+        };
+        config.resolve(&self.options.defaults, &origin)
+    }
+
+    fn fail_model(&self, model: &str, reason: String) {
+        let serving = self
+            .snapshot()
+            .models
+            .get(model)
+            .is_some_and(|e| e.default_version().is_some());
+        if serving {
+            tracing::error!(model, %reason, "model change refused; the loaded versions keep serving");
+        } else {
+            tracing::error!(model, %reason, "model not loaded");
+        }
+        metrics::record_load(model, Duration::ZERO, false);
+        self.publish(|t| {
+            t.models.entry(model.to_string()).or_default().error = Some(reason.clone());
+        });
+    }
+
+    /// Brings one model in line with the registry: settings, the versions its policy selects,
+    /// its routing policy. Versions load one by one and are published as each is ready.
+    fn sync_model(&self, control: &mut Control, model: &str, pass: Pass) {
+        let config_text = match self.registry.read(model, None, CONFIG_FILE) {
+            Ok(t) => t,
+            Err(e) => return self.fail_model(model, e.to_string()),
+        };
+        let ctl = control.models.entry(model.to_string()).or_default();
+        if pass == Pass::WhenStable && ctl.failed_config.as_ref() == Some(&config_text) {
+            return; // the same broken file: already reported
+        }
+        let config_changed = ctl.applied_config.as_ref() != Some(&config_text);
+        let settings = match self.model_settings(model, config_text.as_deref()) {
+            Ok(s) => s,
+            Err(e) => {
+                ctl.failed_config = Some(config_text);
+                return self.fail_model(model, e.to_string());
+            }
+        };
+        ctl.failed_config = None;
+        let available = match self.registry.versions(model) {
+            Ok(v) => v,
+            Err(e) => return self.fail_model(model, e.to_string()),
+        };
+        let selected = settings.version_policy.select(&available);
+        if selected.is_empty() {
+            ctl.applied_config = Some(config_text);
+            let had_versions = self
+                .snapshot()
+                .models
+                .get(model)
+                .is_some_and(|e| !e.versions.is_empty());
+            if had_versions {
+                self.unload_versions(
+                    model,
+                    &self.snapshot().models[model]
+                        .versions
+                        .keys()
+                        .copied()
+                        .collect::<Vec<_>>(),
+                );
+            }
+            let reason = format!(
+                "no version folder to serve (found {available:?}, version policy {:?}); \
+                 expected <model>/<positive integer>/{MODEL_FILE}",
+                settings.version_policy
+            );
+            let reported = self
+                .snapshot()
+                .models
+                .get(model)
+                .is_some_and(|e| e.error.as_ref() == Some(&reason));
+            if pass == Pass::WhenStable && reported {
+                return; // still empty: already reported
+            }
+            return self.fail_model(model, reason);
+        }
+        let pinned = match self.registry.routing(model) {
+            Ok(r) => r.pinned_version,
+            Err(e) => {
+                tracing::warn!(model, error = %e, "cannot read the routing policy; nothing pinned");
+                None
+            }
+        };
+        // (A snapshot held across the loop below would keep unloaded versions alive.)
+        let up_to_date = self
+            .snapshot()
+            .models
+            .get(model)
+            .is_some_and(|e| e.error.is_none() && e.pinned == pinned);
+        if !up_to_date {
+            self.publish(|t| {
+                let entry = t.models.entry(model.to_string()).or_default();
+                entry.error = None;
+                entry.pinned = pinned;
+            });
+        }
+
+        for &v in &selected {
+            let stamp = match self.registry.stamp(model, Some(v), MODEL_FILE) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(model, version = v, error = %e, "cannot read the model file's state");
+                    continue;
+                }
+            };
+            let fs = ctl.versions.entry(v).or_default();
+            if pass == Pass::WhenStable && fs.seen != stamp {
+                // New or still changing: look again at the next poll.
+                fs.seen = stamp;
+                continue;
+            }
+            fs.seen = stamp;
+            let state = self
+                .snapshot()
+                .models
+                .get(model)
+                .and_then(|e| e.versions.get(&v).cloned());
+            // Polling does not retry an unchanged file that failed (no load storms); an
+            // operator's load does.
+            let retry = pass == Pass::Now && matches!(state, Some(VersionState::Failed(_)));
+            if state.is_some() && !config_changed && fs.applied == stamp && !retry {
+                continue;
+            }
+            fs.applied = stamp;
+            self.load_version(model, v, &settings, config_changed);
+        }
+        ctl.applied_config = Some(config_text);
+
+        let stale: Vec<u64> = self
+            .snapshot()
+            .models
+            .get(model)
+            .map(|e| {
+                e.versions
+                    .keys()
+                    .copied()
+                    .filter(|v| !selected.contains(v))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !stale.is_empty() {
+            tracing::info!(model, versions = ?stale, "versions no longer in the registry or the policy; unloading");
+            self.unload_versions(model, &stale);
+            for v in stale {
+                ctl.versions.remove(&v);
+            }
+        }
+    }
+
+    /// Loads one version off the serving path and swaps it in, or records why it was refused.
+    fn load_version(&self, model: &str, v: u64, settings: &Resolved, settings_changed: bool) {
+        let started = Instant::now();
+        let (current, reference) = {
+            let table = self.snapshot();
+            let entry = table.models.get(model);
+            let current = entry.and_then(|e| match e.versions.get(&v) {
+                Some(VersionState::Ready(lv)) => Some(lv.clone()),
+                _ => None,
+            });
+            // A new file must keep the serving signature: the same version's, else the default's.
+            let reference = current
+                .clone()
+                .or_else(|| entry.and_then(|e| e.default_version().cloned()));
+            (current, reference)
+        };
+        if current.is_none() {
+            self.publish(|t| {
+                t.models
+                    .entry(model.to_string())
+                    .or_default()
+                    .versions
+                    .insert(v, VersionState::Loading);
+            });
+        }
+        // A panic anywhere in loading fails this version only; the manager and the rest serve on.
+        let result = catch_panic(|| {
+            loader::read_model(self.registry.as_ref(), model, v).and_then(|(bytes, sha256)| {
+                if let Some(cur) = &current
+                    && cur.sha256 == sha256
+                    && !settings_changed
+                {
+                    return Ok(None); // the same bytes (the file was only touched)
+                }
+                loader::build_version(
+                    self.registry.as_ref(),
+                    self.env,
+                    model,
+                    v,
+                    &bytes,
+                    sha256,
+                    settings,
+                    loader::Expectation {
+                        signature: reference.as_ref().map(|r| &r.signature),
+                        allow_signature_change: settings.allow_signature_change,
+                    },
+                )
+                .map(Some)
+            })
+        })
+        .unwrap_or_else(|panic| Err(loader::LoadError::Panicked(panic)))
+        // The manager boundary: from here on a refusal is the reason operators read.
+        .map_err(|e| e.to_string());
+        match result {
+            Ok(None) => {}
+            Ok(Some(loaded)) => {
+                let replacing = current.is_some();
+                tracing::info!(
+                    model, version = v, provider = loaded.provider, sha256 = %loaded.sha256,
+                    instances = settings.runtime.instances, max_batch_size = loaded.max_batch_size,
+                    ms = started.elapsed().as_millis() as u64,
+                    "{}", if replacing { "model version reloaded and swapped in" } else { "model version ready" }
+                );
+                metrics::record_load(model, started.elapsed(), true);
+                metrics::set_version_ready(model, v, true);
+                if self.initial_load_done() {
+                    metrics::record_swap(model);
+                }
+                let loaded = Arc::new(loaded);
+                self.publish(|t| {
+                    let e = t.models.entry(model.to_string()).or_default();
+                    e.versions.insert(v, VersionState::Ready(loaded.clone()));
+                    e.refused.remove(&v);
+                });
+                // The replaced version is freed when its last in-flight request ends.
+                drop(current);
+            }
+            Err(reason) => {
+                metrics::record_load(model, started.elapsed(), false);
+                if current.is_some() {
+                    tracing::error!(model, version = v, %reason, "new model file refused; the previous one keeps serving");
+                    self.publish(|t| {
+                        t.models
+                            .entry(model.to_string())
+                            .or_default()
+                            .refused
+                            .insert(v, reason.clone());
+                    });
+                } else {
+                    tracing::error!(model, version = v, %reason, "model version failed to load");
+                    metrics::set_version_ready(model, v, false);
+                    self.publish(|t| {
+                        t.models
+                            .entry(model.to_string())
+                            .or_default()
+                            .versions
+                            .insert(v, VersionState::Failed(reason.clone()));
+                    });
+                }
+            }
+        }
+        self.update_loaded_gauge(model);
+    }
+
+    fn update_loaded_gauge(&self, model: &str) {
+        let ready = self
+            .snapshot()
+            .models
+            .get(model)
+            .map_or(0, |e| e.ready_versions().count());
+        metrics::set_versions_loaded(model, ready);
+    }
+
+    /// Takes versions out of service, then waits (up to the drain timeout) for the requests
+    /// they already have before forgetting them.
+    fn unload_versions(&self, model: &str, versions: &[u64]) {
+        // Only the manager writes the table (under the control lock), so this snapshot is current.
+        let draining: Vec<Arc<LoadedVersion>> = self
+            .snapshot()
+            .models
+            .get(model)
+            .map(|e| {
+                versions
+                    .iter()
+                    .filter_map(|v| match e.versions.get(v) {
+                        Some(VersionState::Ready(lv)) => Some(lv.clone()),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.publish(|t| {
+            if let Some(e) = t.models.get_mut(model) {
+                for v in versions {
+                    if let Some(state) = e.versions.get_mut(v) {
+                        *state = VersionState::Unloading;
+                    }
+                }
+            }
+        });
+        let deadline = Instant::now() + self.options.drain_timeout;
+        for lv in draining {
+            // The table no longer holds it; what remains are in-flight requests (and `draining`).
+            while Arc::strong_count(&lv) > 1 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let version = lv.version;
+            match Arc::try_unwrap(lv) {
+                // The worker threads own the sessions: wait for them to drop those, so the
+                // memory is free before it is handed back below.
+                Ok(lv) => {
+                    if !lv.scheduler.stop(self.options.drain_timeout) {
+                        tracing::warn!(
+                            model,
+                            version,
+                            "drain timeout: the worker threads are still finishing; their sessions are freed when they end"
+                        );
+                    }
+                }
+                Err(_) => tracing::warn!(
+                    model,
+                    version,
+                    "drain timeout: requests still in flight keep the version alive"
+                ),
+            }
+        }
+        self.publish(|t| {
+            if let Some(e) = t.models.get_mut(model) {
+                for v in versions {
+                    e.versions.remove(v);
+                    e.refused.remove(v);
+                }
+            }
+        });
+        for &v in versions {
+            metrics::set_version_ready(model, v, false);
+            tracing::info!(model, version = v, "model version unloaded");
+        }
+        self.update_loaded_gauge(model);
+        release_memory();
+    }
+
+    fn remove_model(&self, control: &mut Control, model: &str) {
+        let versions: Vec<u64> = self
+            .snapshot()
+            .models
+            .get(model)
+            .map(|e| e.versions.keys().copied().collect())
+            .unwrap_or_default();
+        self.unload_versions(model, &versions);
+        self.publish(|t| {
+            t.models.remove(model);
+        });
+        control.models.remove(model);
+    }
+
+    /// The version that serves a request for `model` (and `version`, when the caller named one).
+    pub fn resolve(&self, model: &str, version: Option<u64>) -> Result<Arc<LoadedVersion>> {
+        self.live.load().resolve(model, version)
+    }
+
+    /// True once the initial load finished; with `strict`, also every selected version is ready.
+    pub fn ready(&self, strict: bool) -> bool {
+        self.initial_load_done() && (!strict || self.live.load().all_ready())
+    }
+
+    /// Every model and version with its state, for the status API, the operator CLI and the
+    /// repository index.
+    pub fn status(&self) -> Vec<VersionStatus> {
+        status::rows(&self.snapshot())
+    }
+}
+
+/// Runs `f`, turning a panic into its message (a load must never leave a version `Loading`).
+fn catch_panic<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown panic".into())
+    })
+}
+
+/// Hands memory freed by unloaded sessions back to the operating system, so RSS falls after an
+/// unload instead of staying at its peak (glibc keeps freed arenas otherwise).
+fn release_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory held by the allocator.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_becomes_its_message() {
+        assert_eq!(catch_panic(|| 7), Ok(7));
+        let e = catch_panic(|| -> u8 { panic!("a static message") }).unwrap_err();
+        assert_eq!(e, "a static message");
+        let e = catch_panic(|| -> u8 { panic!("{} is not a version", "x") }).unwrap_err();
+        assert_eq!(e, "x is not a version");
+    }
+}
