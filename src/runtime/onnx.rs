@@ -90,10 +90,7 @@ fn signature(session: &Session) -> Result<Signature, String> {
         .iter()
         .map(|o| spec(o, "output"))
         .collect::<Result<Vec<_>, _>>()?;
-    if inputs.is_empty() {
-        return Err("the model has no inputs".into());
-    }
-    Ok(Signature { inputs, outputs })
+    Signature::new(inputs, outputs).map_err(|e| e.to_string())
 }
 
 /// Parses `bytes` into `opts.instances` sessions. Errors are plain text for the status API.
