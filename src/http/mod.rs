@@ -4,7 +4,6 @@
 
 pub mod admin;
 pub mod body;
-pub mod codec;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,6 +18,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::codec;
 use crate::core::infer::Protocol;
 use crate::core::signature::TensorSpec;
 use crate::error::Error;

@@ -105,8 +105,8 @@ fn warmup(
         return Ok(warmup_inputs(signature));
     };
     // The same decoder and validation as a REST request.
-    let (request, _) = crate::http::codec::decode_request(&bytes, None)
-        .map_err(|e| format!("{WARMUP_FILE}: {e}"))?;
+    let (request, _) =
+        crate::codec::decode_request(&bytes, None).map_err(|e| format!("{WARMUP_FILE}: {e}"))?;
     let valid = signature
         .validate(request)
         .map_err(|e| format!("{WARMUP_FILE}: {e}"))?;
@@ -225,6 +225,9 @@ mod tests {
         let w = warmup_inputs(&sig);
         assert_eq!(w[0].shape, vec![1, 4]);
         assert_eq!(w[0].data, TensorData::Fp32(vec![0.0; 4]));
-        assert_eq!(w[1].data, TensorData::Bytes(vec![vec![]]));
+        assert_eq!(
+            w[1].data,
+            TensorData::Bytes(crate::core::tensor::ByteStrings::from_items([""]).unwrap())
+        );
     }
 }
