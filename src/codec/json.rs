@@ -1,11 +1,12 @@
 //! V2 JSON request and response bodies (the Open Inference Protocol's REST form), with the
 //! binary tensor data extension's parts in [`super::binary`].
 //!
-//! Decoding is bounded so that a body never costs more than a small constant times its size:
-//! tensor data is parsed from the borrowed text into storage sized once from that text (see
-//! [`TensorData::from_json`]); shapes, parameter maps, inputs and outputs have capped lengths, so
-//! their per-item overhead is bounded too; parameters are scalars, never a `serde_json::Value`
-//! tree; and nesting deeper than serde_json's recursion limit (128) is an error.
+//! Decoding is bounded: tensor data is parsed from the borrowed text into storage sized once from
+//! that text (see [`TensorData::from_json`]), at most 4 bytes per body byte (one-digit INT64
+//! values); the request's structure (inputs, outputs, shapes, parameters, which cost more per
+//! byte than tensor data) has capped counts, so it adds at most a fixed few MiB; parameters are
+//! scalars, never a `serde_json::Value` tree; and tensor data nested deeper than serde_json's
+//! recursion limit (128) is an error.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -25,9 +26,9 @@ use crate::error::{Error, Result};
 /// Most dimensions a shape may have.
 pub const MAX_RANK: usize = 64;
 /// Most inputs, and most outputs, a request may name.
-pub const MAX_TENSORS: usize = 4096;
+pub const MAX_TENSORS: usize = 1024;
 /// Most entries in one `parameters` object.
-pub const MAX_PARAMETERS: usize = 64;
+pub const MAX_PARAMETERS: usize = 32;
 
 #[derive(Deserialize)]
 struct RequestJson<'a> {
@@ -580,7 +581,7 @@ mod tests {
         let cases = [
             (deep(&nested), "input 'a': recursion limit exceeded"),
             (deep(&params), "parameter 'p': invalid type: sequence"),
-            (deep(&many_params), "more than 64 parameters in one object"),
+            (deep(&many_params), "more than 32 parameters in one object"),
             (deep(&rank), "more than 64 dimensions in a shape"),
             (
                 deep("\"data\":[1,2]"),
@@ -603,7 +604,7 @@ mod tests {
             .collect();
         let body = format!(r#"{{"inputs":[],"outputs":[{}]}}"#, outputs.join(","));
         let e = decode_request(body.as_bytes(), None).unwrap_err();
-        assert!(e.to_string().contains("more than 4096 outputs"), "{e}");
+        assert!(e.to_string().contains("more than 1024 outputs"), "{e}");
     }
 
     #[test]
