@@ -5,10 +5,10 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::json;
+use switchyard::codec::{OutputFormat, decode_request, encode_response};
 use switchyard::core::infer::{InferResponse, Parameters};
 use switchyard::core::signature::{Signature, TensorSpec};
 use switchyard::core::tensor::{DataType, Tensor, TensorData};
-use switchyard::http::codec::{OutputFormat, decode_request, encode_response};
 
 fn rows(n: usize, width: usize) -> Vec<f32> {
     (0..n * width).map(|i| (i % 997) as f32 / 7.0).collect()

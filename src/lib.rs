@@ -4,6 +4,7 @@
 //! - `http` (and `grpc`): protocol front ends, thin adapters over [`service`];
 //! - `auth`, `tls`, `listener`: who may call what, TLS, accepting connections (both front ends);
 //! - `core`: protocol-agnostic tensors, requests, signatures and validation;
+//! - `codec`: the V2 JSON wire format and Triton's binary tensor extension (REST and warm-up files);
 //! - `batching`: the per-version queue, batcher thread and workers;
 //! - `runtime`: ONNX Runtime (library loading, sessions) behind a small `Backend` trait;
 //! - `registry`: where models come from (folder backend, `config.toml`);
@@ -14,6 +15,7 @@ pub mod admin;
 pub mod auth;
 pub mod batching;
 pub mod cli;
+pub mod codec;
 pub mod core;
 pub mod error;
 pub mod grpc;

@@ -62,7 +62,26 @@ pub struct ValidRequest {
     pub rows: Option<usize>,
 }
 
+/// Why a model's inputs and outputs cannot be served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("the model has no inputs; a served model needs at least one")]
+    NoInputs,
+}
+
 impl Signature {
+    /// A model's signature, refusing what cannot be served: a model without inputs (no request
+    /// could name anything, and batching counts rows on the first input).
+    pub fn new(
+        inputs: Vec<TensorSpec>,
+        outputs: Vec<TensorSpec>,
+    ) -> std::result::Result<Self, SignatureError> {
+        if inputs.is_empty() {
+            return Err(SignatureError::NoInputs);
+        }
+        Ok(Self { inputs, outputs })
+    }
+
     /// True when every input and output has a variable first dimension, so requests can be
     /// stacked along it and outputs split back by row.
     pub fn batchable(&self) -> bool {
@@ -149,14 +168,15 @@ impl Signature {
             outputs = (0..self.outputs.len()).collect();
         }
 
-        let rows = if self.batchable() {
-            let first = inputs[0].shape[0];
-            inputs
+        // Validated inputs have the model's rank, which `batchable` says is at least 1.
+        let first_dim = |t: &Tensor| t.shape.first().copied();
+        let rows = match inputs.first().and_then(first_dim) {
+            Some(first) if self.batchable() => inputs
                 .iter()
-                .all(|t| t.shape[0] == first)
-                .then_some(first as usize)
-        } else {
-            None
+                .all(|t| first_dim(t) == Some(first))
+                .then(|| usize::try_from(first).ok())
+                .flatten(),
+            _ => None,
         };
         Ok(ValidRequest {
             inputs,
@@ -341,6 +361,24 @@ mod tests {
         assert!(e.contains("negative"), "{e}");
         let e = err(req(vec![a(0), b(0)]));
         assert!(e.contains("no elements"), "{e}");
+    }
+
+    #[test]
+    fn a_model_without_inputs_is_refused_where_its_signature_is_built() {
+        let outputs = sig().outputs;
+        let e = Signature::new(vec![], outputs.clone()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the model has no inputs; a served model needs at least one"
+        );
+        assert!(Signature::new(sig().inputs, outputs.clone()).is_ok());
+        // Built by hand, such a signature still never panics: it just has nothing to batch.
+        let bare = Signature {
+            inputs: vec![],
+            outputs,
+        };
+        let v = bare.validate(req(vec![])).unwrap();
+        assert_eq!(v.rows, None);
     }
 
     #[test]

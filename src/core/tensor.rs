@@ -5,7 +5,9 @@ use std::fmt;
 
 use half::f16;
 use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
-use serde::ser::{Error as _, Serialize, Serializer};
+use serde::ser::{Error as _, Serialize, SerializeSeq, Serializer};
+
+pub use crate::core::bytes::ByteStrings;
 
 /// A tensor datatype, as the Open Inference Protocol names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -109,7 +111,7 @@ pub enum TensorData {
     Fp16(Vec<f16>),
     Fp32(Vec<f32>),
     Fp64(Vec<f64>),
-    Bytes(Vec<Vec<u8>>),
+    Bytes(ByteStrings),
 }
 
 /// Runs `$body` with `$v` bound to the inner `Vec` of whichever variant `$data` is.
@@ -133,9 +135,10 @@ macro_rules! each_variant {
     };
 }
 
-/// Runs `$body` with `$v` bound to the inner `Vec` and `$ctor` to the variant's constructor.
+/// Runs `$body` with `$v` bound to the inner `Vec` and `$ctor` to the variant's constructor, for
+/// every fixed-size variant; `$bytes` with `$v` bound to the BYTES storage.
 macro_rules! each_variant_ctor {
-    ($data:expr, $v:ident, $ctor:ident => $body:expr) => {
+    ($data:expr, $v:ident, $ctor:ident => $body:expr, bytes => $bytes:expr) => {
         match $data {
             TensorData::Bool($v) => {
                 let $ctor = TensorData::Bool;
@@ -185,10 +188,7 @@ macro_rules! each_variant_ctor {
                 let $ctor = TensorData::Fp64;
                 $body
             }
-            TensorData::Bytes($v) => {
-                let $ctor = TensorData::Bytes;
-                $body
-            }
+            TensorData::Bytes($v) => $bytes,
         }
     };
 }
@@ -328,29 +328,46 @@ fn decode_fixed<T: Element>(bytes: &[u8]) -> Result<TensorData, String> {
     ))
 }
 
-/// Decodes BYTES elements, each prefixed by its length as a 4-byte little-endian integer.
-fn decode_bytes(mut bytes: &[u8]) -> Result<TensorData, String> {
-    let mut out = Vec::new();
+/// Walks BYTES elements, each prefixed by its length as a 4-byte little-endian integer.
+fn each_prefixed(mut bytes: &[u8], mut f: impl FnMut(&[u8])) -> Result<(), String> {
+    let mut i = 0usize;
     while !bytes.is_empty() {
-        if bytes.len() < 4 {
+        let Some((prefix, rest)) = bytes.split_first_chunk::<4>() else {
             return Err(format!(
-                "BYTES element {} has a truncated 4-byte length prefix",
-                out.len()
+                "BYTES element {i} has a truncated 4-byte length prefix"
+            ));
+        };
+        let len = u32::from_le_bytes(*prefix) as usize;
+        if rest.len() < len {
+            return Err(format!(
+                "BYTES element {i} claims {len} bytes but only {} remain",
+                rest.len()
             ));
         }
-        let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
-        bytes = &bytes[4..];
-        if bytes.len() < len {
-            return Err(format!(
-                "BYTES element {} claims {len} bytes but only {} remain",
-                out.len(),
-                bytes.len()
-            ));
-        }
-        out.push(bytes[..len].to_vec());
-        bytes = &bytes[len..];
+        let (element, rest) = rest.split_at(len);
+        f(element);
+        bytes = rest;
+        i += 1;
     }
-    Ok(TensorData::Bytes(out))
+    Ok(())
+}
+
+/// Decodes length-prefixed BYTES elements. A first pass counts them, so the storage is allocated
+/// once at its exact size.
+fn decode_bytes(bytes: &[u8]) -> Result<TensorData, String> {
+    let mut count = 0usize;
+    each_prefixed(bytes, |_| count += 1)?;
+    let mut out = ByteStrings::with_capacity(count, bytes.len() - 4 * count);
+    let mut too_large = None;
+    each_prefixed(bytes, |element| {
+        if let Err(e) = out.push(element) {
+            too_large = Some(e);
+        }
+    })?;
+    match too_large {
+        Some(e) => Err(e.to_string()),
+        None => Ok(TensorData::Bytes(out)),
+    }
 }
 
 impl TensorData {
@@ -384,7 +401,7 @@ impl TensorData {
     /// An empty tensor of `datatype` with room for `capacity` elements.
     pub fn with_capacity(datatype: DataType, capacity: usize) -> Self {
         by_datatype!(datatype, T => <T as Element>::wrap(Vec::with_capacity(capacity)),
-            bytes => Self::Bytes(Vec::with_capacity(capacity)))
+            bytes => Self::Bytes(ByteStrings::with_capacity(capacity, 0)))
     }
 
     /// Decodes little-endian bytes (the binary-data extension and gRPC raw contents).
@@ -395,7 +412,7 @@ impl TensorData {
     /// Size of `write_le_bytes`'s output.
     pub fn byte_len(&self) -> usize {
         match self {
-            Self::Bytes(v) => v.iter().map(|b| 4 + b.len()).sum(),
+            Self::Bytes(v) => 4 * v.len() + v.total_bytes(),
             other => other.len() * other.datatype().element_size().unwrap_or(0),
         }
     }
@@ -405,7 +422,8 @@ impl TensorData {
         out.reserve(self.byte_len());
         match self {
             Self::Bytes(v) => {
-                for b in v {
+                for b in v.iter() {
+                    // Fits: ByteStrings holds at most u32::MAX bytes in all.
                     out.extend_from_slice(&(b.len() as u32).to_le_bytes());
                     out.extend_from_slice(b);
                 }
@@ -441,80 +459,89 @@ impl TensorData {
                         a.extend(b);
                         Ok(())
                     })*
+                    (TensorData::Bytes(a), TensorData::Bytes(b)) => {
+                        a.extend(&b).map_err(|e| e.to_string())
+                    }
                     _ => Err(format!("cannot append {got} elements to a {want} tensor")),
                 }
             };
         }
         join!(
-            Bool, Uint8, Uint16, Uint32, Uint64, Int8, Int16, Int32, Int64, Fp16, Fp32, Fp64, Bytes
+            Bool, Uint8, Uint16, Uint32, Uint64, Int8, Int16, Int32, Int64, Fp16, Fp32, Fp64
         )
     }
 
     /// Splits into consecutive parts of `counts` elements each (which must sum to `len()`).
     pub fn split(self, counts: &[usize]) -> Result<Vec<TensorData>, String> {
-        let total: usize = counts.iter().sum();
-        if total != self.len() {
+        let total = counts
+            .iter()
+            .try_fold(0usize, |acc, &c| acc.checked_add(c))
+            .filter(|&t| t == self.len());
+        if total.is_none() {
             return Err(format!(
-                "cannot split {} elements into parts totalling {total}",
+                "cannot split {} elements into parts of {counts:?} elements",
                 self.len()
             ));
         }
         if counts.len() == 1 {
             return Ok(vec![self]);
         }
-        Ok(each_variant_ctor!(self, v, ctor => {
-            // Slice copies (memcpy for numbers) are much faster than moving element by element.
-            let mut start = 0;
-            counts
-                .iter()
-                .map(|&c| {
-                    let part = ctor(v[start..start + c].to_vec());
-                    start += c;
-                    part
-                })
-                .collect()
-        }))
+        let mut start = 0;
+        counts
+            .iter()
+            .map(|&c| {
+                let part = self.slice(start, start + c);
+                start += c;
+                part
+            })
+            .collect()
     }
 
-    /// Copies the elements `[start, end)` into a new tensor.
-    pub fn slice(&self, start: usize, end: usize) -> TensorData {
-        each_variant_ctor!(self, v, ctor => ctor(v[start..end].to_vec()))
+    /// Copies the elements `[start, end)` into a new tensor; an error when the range is not
+    /// within the tensor.
+    pub fn slice(&self, start: usize, end: usize) -> Result<TensorData, String> {
+        let out_of_range = || {
+            format!(
+                "cannot take elements {start}..{end} of a tensor of {} elements",
+                self.len()
+            )
+        };
+        Ok(
+            each_variant_ctor!(self, v, ctor => ctor(v.get(start..end).ok_or_else(out_of_range)?.to_vec()),
+            bytes => TensorData::Bytes(v.slice(start, end).ok_or_else(out_of_range)?)),
+        )
     }
 
-    /// Parses a JSON array (nested to any depth, flattened in row-major order) of `datatype` elements.
-    pub fn from_json(datatype: DataType, json: &str) -> Result<Self, String> {
-        fn parse<T: JsonElement>(json: &str) -> Result<Vec<T>, String> {
-            let mut out = Vec::new();
+    /// Parses a JSON array (nested to any depth, flattened in row-major order) of `datatype`
+    /// elements. `expected` is the element count the tensor's shape holds: more is an error as soon
+    /// as it is seen. Storage is allocated once, for `expected` elements or as many as the text can
+    /// hold, whichever is fewer, so decoded memory stays within a constant of the text's size.
+    pub fn from_json(
+        datatype: DataType,
+        json: &str,
+        expected: Option<usize>,
+    ) -> Result<Self, String> {
+        fn parse<S: JsonSink>(mut sink: S, json: &str, max: usize) -> Result<S, String> {
             let mut de = serde_json::Deserializer::from_str(json);
-            Flatten(&mut out)
-                .deserialize(&mut de)
-                .and_then(|()| de.end())
-                .map_err(|e| strip_position(e.to_string()))?;
-            Ok(out)
+            Flatten {
+                sink: &mut sink,
+                max,
+            }
+            .deserialize(&mut de)
+            .and_then(|()| de.end())
+            .map_err(|e| strip_position(e.to_string()))?;
+            Ok(sink)
         }
-        Ok(
-            by_datatype!(datatype, T => <T as Element>::wrap(parse::<T>(json)?),
-            bytes => Self::Bytes(parse::<Vec<u8>>(json)?.into_iter().collect())),
-        )
-    }
-}
-
-/// Deserializes a JSON array (nested to any depth) of `datatype` elements straight into typed
-/// storage, in one pass over the text.
-pub struct DataSeed(pub DataType);
-
-impl<'de> DeserializeSeed<'de> for DataSeed {
-    type Value = TensorData;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<TensorData, D::Error> {
-        fn typed<'de, T: JsonElement, D: de::Deserializer<'de>>(d: D) -> Result<Vec<T>, D::Error> {
-            let mut out = Vec::new();
-            Flatten(&mut out).deserialize(d)?;
-            Ok(out)
-        }
-        Ok(
-            by_datatype!(self.0, T => <T as Element>::wrap(typed::<T, D>(d)?),
-            bytes => TensorData::Bytes(typed::<Vec<u8>, D>(d)?)),
-        )
+        let max = expected.unwrap_or(usize::MAX);
+        Ok(by_datatype!(datatype, T => {
+            // Each element is at least one character and a separator.
+            let cap = max.min(json.len() / 2 + 1);
+            <T as Element>::wrap(parse(Vec::<T>::with_capacity(cap), json, max)?)
+        }, bytes => {
+            // Each element is at least two quotes and a separator.
+            let cap = max.min(json.len() / 3 + 1);
+            Self::Bytes(parse(ByteStrings::with_capacity(cap, 0), json, max)?)
+        }))
     }
 }
 
@@ -543,16 +570,17 @@ impl Serialize for TensorData {
             Self::Fp32(v) => s.collect_seq(v),
             Self::Fp64(v) => s.collect_seq(v),
             Self::Bytes(v) => {
-                let mut strings = Vec::with_capacity(v.len());
+                let mut seq = s.serialize_seq(Some(v.len()))?;
                 for (i, b) in v.iter().enumerate() {
-                    strings.push(std::str::from_utf8(b).map_err(|_| {
+                    let text = std::str::from_utf8(b).map_err(|_| {
                         S::Error::custom(format!(
                             "BYTES element {i} is not valid UTF-8, so it cannot be sent as JSON; \
                              request this output as binary data"
                         ))
-                    })?);
+                    })?;
+                    seq.serialize_element(text)?;
                 }
-                s.collect_seq(strings)
+                seq.end()
             }
         }
     }
@@ -573,9 +601,6 @@ trait JsonElement: Sized {
     fn from_f64(_: f64) -> Option<Self> {
         None
     }
-    fn from_str(_: &str) -> Option<Self> {
-        None
-    }
 }
 
 impl JsonElement for bool {
@@ -591,9 +616,12 @@ macro_rules! json_int {
             const EXPECTED: &'static str = $what;
             fn from_u64(v: u64) -> Option<Self> { <$t>::try_from(v).ok() }
             fn from_i64(v: i64) -> Option<Self> { <$t>::try_from(v).ok() }
-            // 3.0 is accepted as 3; 3.5 is not an integer.
+            // 3.0 is accepted as 3; 3.5 is not an integer. The upper bound is exclusive and a
+            // power of two, exact as an f64 (`MAX as f64` rounds up to it for 64-bit types, and
+            // `as` would then saturate 2^63 to i64::MAX).
             fn from_f64(v: f64) -> Option<Self> {
-                (v.fract() == 0.0 && v >= <$t>::MIN as f64 && v <= <$t>::MAX as f64).then(|| v as $t)
+                let below = (<$t>::MAX as u128 + 1) as f64;
+                (v.fract() == 0.0 && v >= <$t>::MIN as f64 && v < below).then(|| v as $t)
             }
         }
     )*};
@@ -602,11 +630,11 @@ json_int!(
     u8 => "an integer in 0..=255 (UINT8)",
     u16 => "an integer in 0..=65535 (UINT16)",
     u32 => "an integer in 0..=4294967295 (UINT32)",
-    u64 => "a non-negative integer (UINT64)",
+    u64 => "an integer in 0..=18446744073709551615 (UINT64)",
     i8 => "an integer in -128..=127 (INT8)",
     i16 => "an integer in -32768..=32767 (INT16)",
-    i32 => "an integer in the INT32 range",
-    i64 => "an integer in the INT64 range"
+    i32 => "an integer in -2147483648..=2147483647 (INT32)",
+    i64 => "an integer in -9223372036854775808..=9223372036854775807 (INT64)"
 );
 
 macro_rules! json_float {
@@ -625,72 +653,147 @@ json_float!(
     f64 => "a number (FP64)", |v: f64| v
 );
 
-impl JsonElement for Vec<u8> {
-    const EXPECTED: &'static str = "a string (BYTES)";
-    fn from_str(v: &str) -> Option<Self> {
-        Some(v.as_bytes().to_vec())
-    }
+/// A JSON scalar as the parser saw it.
+#[derive(Clone, Copy)]
+enum Scalar<'a> {
+    Bool(bool),
+    U64(u64),
+    I64(i64),
+    F64(f64),
+    Str(&'a str),
+    Null,
+    Object,
 }
 
-/// A serde seed that flattens nested arrays of scalars into one `Vec`, converting each scalar as
-/// it is read, so a request's tensor data never goes through an intermediate `serde_json::Value`.
-struct Flatten<'a, T>(&'a mut Vec<T>);
-
-impl<T: JsonElement> Flatten<'_, T> {
-    fn push<E: de::Error>(self, v: Option<T>, found: impl fmt::Display) -> Result<(), E> {
-        match v {
-            Some(v) => {
-                self.0.push(v);
-                Ok(())
-            }
-            None => Err(E::custom(format!(
-                "element {} is {found}, expected {}",
-                self.0.len(),
-                T::EXPECTED
-            ))),
+impl fmt::Display for Scalar<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Bool(v) => write!(f, "{v}"),
+            Self::U64(v) => write!(f, "{v}"),
+            Self::I64(v) => write!(f, "{v}"),
+            Self::F64(v) => write!(f, "{v}"),
+            Self::Str(v) => write!(f, "the string {v:?}"),
+            Self::Null => f.write_str("null"),
+            Self::Object => f.write_str("an object"),
         }
     }
 }
 
-impl<'de, T: JsonElement> DeserializeSeed<'de> for Flatten<'_, T> {
+/// Where flattened JSON scalars go: a typed `Vec`, or BYTES storage.
+trait JsonSink {
+    const EXPECTED: &'static str;
+    fn count(&self) -> usize;
+    /// Stores `v`; `Ok(false)` when it is the wrong kind of value.
+    fn take(&mut self, v: Scalar<'_>) -> Result<bool, String>;
+}
+
+impl<T: JsonElement> JsonSink for Vec<T> {
+    const EXPECTED: &'static str = T::EXPECTED;
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn take(&mut self, v: Scalar<'_>) -> Result<bool, String> {
+        let v = match v {
+            Scalar::Bool(b) => T::from_bool(b),
+            Scalar::U64(n) => T::from_u64(n),
+            Scalar::I64(n) => T::from_i64(n),
+            Scalar::F64(n) => T::from_f64(n),
+            Scalar::Str(_) | Scalar::Null | Scalar::Object => None,
+        };
+        Ok(v.map(|v| self.push(v)).is_some())
+    }
+}
+
+impl JsonSink for ByteStrings {
+    const EXPECTED: &'static str = "a string (BYTES)";
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn take(&mut self, v: Scalar<'_>) -> Result<bool, String> {
+        match v {
+            Scalar::Str(s) => self
+                .push(s.as_bytes())
+                .map(|()| true)
+                .map_err(|e| e.to_string()),
+            _ => Ok(false),
+        }
+    }
+}
+
+/// A serde seed that flattens nested arrays of scalars into one sink, converting each scalar as
+/// it is read, so a request's tensor data never goes through an intermediate `serde_json::Value`
+/// nor a per-array allocation. More than `max` elements is an error.
+struct Flatten<'a, S> {
+    sink: &'a mut S,
+    max: usize,
+}
+
+impl<S: JsonSink> Flatten<'_, S> {
+    fn push<E: de::Error>(self, v: Scalar<'_>) -> Result<(), E> {
+        let n = self.sink.count();
+        if n >= self.max {
+            return Err(E::custom(format!(
+                "more than the {} elements its shape holds were given",
+                self.max
+            )));
+        }
+        match self.sink.take(v) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(E::custom(format!(
+                "element {n} is {v}, expected {}",
+                S::EXPECTED
+            ))),
+            Err(e) => Err(E::custom(format!("element {n}: {e}"))),
+        }
+    }
+}
+
+impl<'de, S: JsonSink> DeserializeSeed<'de> for Flatten<'_, S> {
     type Value = ();
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de, T: JsonElement> Visitor<'de> for Flatten<'_, T> {
+impl<'de, S: JsonSink> Visitor<'de> for Flatten<'_, S> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "an array of {}", T::EXPECTED)
+        write!(f, "an array of {}", S::EXPECTED)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(Flatten(&mut *self.0))?.is_some() {}
+        let max = self.max;
+        while seq
+            .next_element_seed(Flatten {
+                sink: &mut *self.sink,
+                max,
+            })?
+            .is_some()
+        {}
         Ok(())
     }
 
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
-        self.push(T::from_bool(v), v)
+        self.push(Scalar::Bool(v))
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
-        self.push(T::from_u64(v), v)
+        self.push(Scalar::U64(v))
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
-        self.push(T::from_i64(v), v)
+        self.push(Scalar::I64(v))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
-        self.push(T::from_f64(v), v)
+        self.push(Scalar::F64(v))
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-        self.push(T::from_str(v), format_args!("the string {v:?}"))
+        self.push(Scalar::Str(v))
     }
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        self.push(None, "null")
+        self.push(Scalar::Null)
     }
     fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<(), A::Error> {
-        self.push(None, "an object")
+        self.push(Scalar::Object)
     }
 }
 
@@ -738,26 +841,26 @@ mod tests {
 
     #[test]
     fn json_nested_and_flat_give_the_same_elements() {
-        let flat = TensorData::from_json(DataType::Fp32, "[1, 2.5, -3, 4]").unwrap();
-        let nested = TensorData::from_json(DataType::Fp32, "[[1, 2.5], [-3, 4]]").unwrap();
+        let flat = TensorData::from_json(DataType::Fp32, "[1, 2.5, -3, 4]", None).unwrap();
+        let nested = TensorData::from_json(DataType::Fp32, "[[1, 2.5], [-3, 4]]", None).unwrap();
         assert_eq!(flat, TensorData::Fp32(vec![1.0, 2.5, -3.0, 4.0]));
         assert_eq!(flat, nested);
     }
 
     #[test]
     fn json_rejects_wrong_kinds_with_the_element_index() {
-        let e = TensorData::from_json(DataType::Fp32, r#"[1, "x"]"#).unwrap_err();
+        let e = TensorData::from_json(DataType::Fp32, r#"[1, "x"]"#, None).unwrap_err();
         assert!(e.contains("element 1") && e.contains("FP32"), "{e}");
-        let e = TensorData::from_json(DataType::Int64, "[1, 2.5]").unwrap_err();
+        let e = TensorData::from_json(DataType::Int64, "[1, 2.5]", None).unwrap_err();
         assert!(e.contains("element 1") && e.contains("INT64"), "{e}");
-        let e = TensorData::from_json(DataType::Uint8, "[256]").unwrap_err();
+        let e = TensorData::from_json(DataType::Uint8, "[256]", None).unwrap_err();
         assert!(e.contains("UINT8"), "{e}");
-        let e = TensorData::from_json(DataType::Bool, "[1]").unwrap_err();
+        let e = TensorData::from_json(DataType::Bool, "[1]", None).unwrap_err();
         assert!(e.contains("BOOL"), "{e}");
-        assert!(TensorData::from_json(DataType::Fp32, "[1, null]").is_err());
-        assert!(TensorData::from_json(DataType::Fp32, "[1, {}]").is_err());
+        assert!(TensorData::from_json(DataType::Fp32, "[1, null]", None).is_err());
+        assert!(TensorData::from_json(DataType::Fp32, "[1, {}]", None).is_err());
         assert_eq!(
-            TensorData::from_json(DataType::Int32, "[3.0]").unwrap(),
+            TensorData::from_json(DataType::Int32, "[3.0]", None).unwrap(),
             TensorData::Int32(vec![3])
         );
     }
@@ -777,7 +880,7 @@ mod tests {
             TensorData::Fp16(vec![f16::from_f32(1.5), f16::from_f32(-0.25)]),
             TensorData::Fp32(vec![1.5, f32::MIN_POSITIVE, -0.0]),
             TensorData::Fp64(vec![std::f64::consts::PI]),
-            TensorData::Bytes(vec![b"abc".to_vec(), vec![], vec![0, 255]]),
+            TensorData::Bytes(ByteStrings::from_items([&b"abc"[..], b"", &[0, 255]]).unwrap()),
         ];
         for data in samples {
             let bytes = data.to_le_bytes();
@@ -811,9 +914,88 @@ mod tests {
 
     #[test]
     fn json_output_of_bytes_requires_utf8() {
-        let ok = serde_json::to_string(&TensorData::Bytes(vec![b"hi".to_vec()])).unwrap();
-        assert_eq!(ok, r#"["hi"]"#);
-        assert!(serde_json::to_string(&TensorData::Bytes(vec![vec![0xff]])).is_err());
+        let ok = ByteStrings::from_items(["hi", ""]).unwrap();
+        let ok = serde_json::to_string(&TensorData::Bytes(ok)).unwrap();
+        assert_eq!(ok, r#"["hi",""]"#);
+        let bad = ByteStrings::from_items([[0xff]]).unwrap();
+        assert!(serde_json::to_string(&TensorData::Bytes(bad)).is_err());
+    }
+
+    #[test]
+    fn integers_outside_the_datatype_range_are_refused_not_saturated() {
+        // 2^63 and 2^64 (as floats, or as integers too large for u64, which serde_json reads as
+        // floats) used to pass the `<= MAX as f64` check and saturate to MAX.
+        for (dt, text) in [
+            (DataType::Int64, "[9223372036854775808.0]"),
+            (DataType::Int64, "[9.3e18]"),
+            (DataType::Int64, "[-9223372036854777856.0]"),
+            (DataType::Int64, "[9223372036854775808]"),
+            (DataType::Uint64, "[18446744073709551616]"),
+            (DataType::Uint64, "[18446744073709551616.0]"),
+            (DataType::Uint64, "[-1]"),
+            (DataType::Int32, "[2147483648.0]"),
+            (DataType::Uint8, "[256.0]"),
+        ] {
+            let e = TensorData::from_json(dt, text, None).unwrap_err();
+            assert!(
+                e.starts_with("element 0 is ")
+                    && e.contains(&format!("({dt})"))
+                    && e.contains(".."),
+                "{dt} {text}: {e}"
+            );
+        }
+        let e =
+            TensorData::from_json(DataType::Int64, "[1, 9223372036854775808.0]", None).unwrap_err();
+        assert_eq!(
+            e,
+            "element 1 is 9223372036854776000, expected an integer in \
+             -9223372036854775808..=9223372036854775807 (INT64)"
+        );
+        let edges = "[9223372036854775807, -9223372036854775808, -9223372036854775808.0]";
+        assert_eq!(
+            TensorData::from_json(DataType::Int64, edges, None).unwrap(),
+            TensorData::Int64(vec![i64::MAX, i64::MIN, i64::MIN])
+        );
+        assert_eq!(
+            TensorData::from_json(DataType::Uint64, "[18446744073709551615, 9.2e18]", None)
+                .unwrap(),
+            TensorData::Uint64(vec![u64::MAX, 9_200_000_000_000_000_000])
+        );
+    }
+
+    #[test]
+    fn slice_out_of_range_is_an_error_not_a_panic() {
+        let data = TensorData::Fp32(vec![1.0, 2.0, 3.0]);
+        assert_eq!(data.slice(1, 3).unwrap(), TensorData::Fp32(vec![2.0, 3.0]));
+        assert_eq!(data.slice(3, 3).unwrap(), TensorData::Fp32(vec![]));
+        let e = data.slice(2, 4).unwrap_err();
+        assert_eq!(e, "cannot take elements 2..4 of a tensor of 3 elements");
+        assert!(data.slice(2, 1).is_err());
+        let bytes = TensorData::Bytes(ByteStrings::from_items(["a", "b"]).unwrap());
+        assert!(bytes.slice(1, 3).is_err());
+        assert_eq!(
+            bytes.slice(1, 2).unwrap(),
+            TensorData::Bytes(ByteStrings::from_items(["b"]).unwrap())
+        );
+        assert!(data.split(&[usize::MAX, 4]).is_err());
+    }
+
+    #[test]
+    fn json_elements_are_bounded_by_the_shape_and_the_nesting_limit() {
+        let e = TensorData::from_json(DataType::Fp32, "[1, 2, 3]", Some(2)).unwrap_err();
+        assert_eq!(e, "more than the 2 elements its shape holds were given");
+        assert_eq!(
+            TensorData::from_json(DataType::Fp32, "[[1], [2]]", Some(2)).unwrap(),
+            TensorData::Fp32(vec![1.0, 2.0])
+        );
+        // Fewer is left for validation to report with the shape.
+        assert_eq!(
+            TensorData::from_json(DataType::Bytes, r#"["a"]"#, Some(1_000_000)).unwrap(),
+            TensorData::Bytes(ByteStrings::from_items(["a"]).unwrap())
+        );
+        let deep = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
+        let e = TensorData::from_json(DataType::Fp32, &deep, None).unwrap_err();
+        assert!(e.contains("recursion limit"), "{e}");
     }
 
     #[test]

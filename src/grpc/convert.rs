@@ -4,7 +4,7 @@
 
 use super::pb;
 use crate::core::infer::{InferRequest, InferResponse, ParamValue, Parameters};
-use crate::core::tensor::{DataType, Tensor, TensorData, parse_datatype};
+use crate::core::tensor::{ByteStrings, DataType, Tensor, TensorData, parse_datatype};
 use crate::error::{Error, Result};
 
 pub fn param_from_pb(key: &str, p: &pb::InferParameter) -> Result<ParamValue> {
@@ -103,7 +103,15 @@ fn typed_contents(name: &str, dt: DataType, c: pb::InferTensorContents) -> Resul
         DataType::Uint64 => TensorData::Uint64(c.uint64_contents),
         DataType::Fp32 => TensorData::Fp32(c.fp32_contents),
         DataType::Fp64 => TensorData::Fp64(c.fp64_contents),
-        DataType::Bytes => TensorData::Bytes(c.bytes_contents),
+        DataType::Bytes => {
+            let total = c.bytes_contents.iter().map(Vec::len).sum();
+            let mut out = ByteStrings::with_capacity(c.bytes_contents.len(), total);
+            for b in &c.bytes_contents {
+                out.push(b)
+                    .map_err(|e| Error::invalid(format!("input '{name}': {e}")))?;
+            }
+            TensorData::Bytes(out)
+        }
         DataType::Fp16 => unreachable!("handled above"),
     })
 }

@@ -4,7 +4,6 @@
 
 pub mod admin;
 pub mod body;
-pub mod codec;
 pub mod guard;
 
 use std::sync::Arc;
@@ -23,6 +22,7 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 
 use crate::auth::Auth;
+use crate::codec;
 use crate::core::infer::Protocol;
 use crate::core::signature::TensorSpec;
 use crate::error::Error;

@@ -158,8 +158,7 @@ fn warmup(
         return warmup_inputs(signature);
     };
     // The same decoder and validation as a REST request.
-    let (request, _) =
-        crate::http::codec::decode_request(&bytes, None).map_err(LoadError::WarmupFile)?;
+    let (request, _) = crate::codec::decode_request(&bytes, None).map_err(LoadError::WarmupFile)?;
     let valid = signature.validate(request).map_err(LoadError::WarmupFile)?;
     Ok(valid.inputs)
 }
@@ -273,7 +272,10 @@ mod tests {
         let w = warmup_inputs(&sig).unwrap();
         assert_eq!(w[0].shape, vec![1, 4]);
         assert_eq!(w[0].data, TensorData::Fp32(vec![0.0; 4]));
-        assert_eq!(w[1].data, TensorData::Bytes(vec![vec![]]));
+        assert_eq!(
+            w[1].data,
+            TensorData::Bytes(crate::core::tensor::ByteStrings::from_items([""]).unwrap())
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Outlet, TensorElementType, TensorRef, ValueType};
 
 use crate::core::signature::{Signature, TensorSpec};
-use crate::core::tensor::{DataType, Element, Tensor, TensorData, by_datatype};
+use crate::core::tensor::{ByteStrings, DataType, Element, Tensor, TensorData, by_datatype};
 use crate::error::{Error, Result};
 use crate::registry::config::Device;
 use crate::runtime::{Backend, LiveSessions, SessionToken};
@@ -80,7 +80,7 @@ pub enum SessionError {
         name: String,
         kind: String,
     },
-    #[error("the model has no inputs")]
+    #[error("the model has no inputs; a served model needs at least one")]
     NoInputs,
     #[error("instances must be at least 1")]
     NoInstances,
@@ -137,10 +137,7 @@ fn signature(session: &Session) -> Result<Signature, SessionError> {
         .iter()
         .map(|o| spec(o, "output"))
         .collect::<Result<Vec<_>, _>>()?;
-    if inputs.is_empty() {
-        return Err(SessionError::NoInputs);
-    }
-    Ok(Signature { inputs, outputs })
+    Signature::new(inputs, outputs).map_err(|_| SessionError::NoInputs)
 }
 
 /// Parses `bytes` into `opts.instances` sessions.
@@ -235,10 +232,11 @@ fn input_value(t: &Tensor) -> Result<SessionInputValue<'_>> {
         TensorData::Fp32(v) => view!(v),
         TensorData::Fp64(v) => view!(v),
         TensorData::Bytes(v) => {
-            // Validation has already checked that every element is UTF-8 without NUL.
+            // Validation has already checked that every element is UTF-8 without NUL. `ort`
+            // wants owned ('static) strings, and copies each into a C string anyway.
             let strings = v
                 .iter()
-                .map(|b| String::from_utf8(b.clone()))
+                .map(|b| std::str::from_utf8(b).map(str::to_owned))
                 .collect::<Result<Vec<String>, _>>()
                 .map_err(|e| Error::invalid(format!("input '{}': {e}", t.name)))?;
             ort::value::Tensor::from_string_array((shape, &strings[..]))
@@ -255,7 +253,9 @@ fn extract(spec: &TensorSpec, v: &DynValue) -> Result<Tensor> {
         (shape.to_vec(), <T as Element>::wrap(data.to_vec()))
     }, bytes => {
         let (shape, strings) = v.try_extract_strings().map_err(fail)?;
-        (shape.to_vec(), TensorData::Bytes(strings.into_iter().map(String::into_bytes).collect()))
+        let bytes = ByteStrings::from_items(&strings)
+            .map_err(|e| Error::Inference(format!("output '{}': {e}", spec.name)))?;
+        (shape.to_vec(), TensorData::Bytes(bytes))
     });
     Ok(Tensor::new(spec.name.clone(), shape, data))
 }

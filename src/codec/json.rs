@@ -1,48 +1,55 @@
-//! The REST wire format: V2 JSON bodies and Triton's binary tensor data extension.
+//! V2 JSON request and response bodies (the Open Inference Protocol's REST form), with the
+//! binary tensor data extension's parts in [`super::binary`].
 //!
-//! A request body is a JSON header, optionally followed by raw tensor bytes when the
-//! `Inference-Header-Content-Length` header gives the JSON's length. Inputs with a
-//! `binary_data_size` parameter take their bytes from that tail, in input order. Outputs are
-//! returned as binary when asked (`binary_data` per output, or `binary_data_output` for all).
+//! Decoding is bounded: tensor data is parsed from the borrowed text into storage sized once from
+//! that text (see [`TensorData::from_json`]), at most 4 bytes per body byte (one-digit INT64
+//! values); the request's structure (inputs, outputs, shapes, parameters, which cost more per
+//! byte than tensor data) has capped counts, so it adds at most a fixed few MiB; parameters are
+//! scalars, never a `serde_json::Value` tree; and tensor data nested deeper than serde_json's
+//! recursion limit (128) is an error.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
 
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 
+use super::binary;
 use crate::core::infer::{InferRequest, InferResponse, ParamValue, Parameters};
-use crate::core::tensor::{DataSeed, DataType, Tensor, TensorData, parse_datatype, strip_position};
+use crate::core::tensor::{Tensor, TensorData, element_count, parse_datatype};
 use crate::error::{Error, Result};
+
+/// Most dimensions a shape may have.
+pub const MAX_RANK: usize = 64;
+/// Most inputs, and most outputs, a request may name.
+pub const MAX_TENSORS: usize = 1024;
+/// Most entries in one `parameters` object.
+pub const MAX_PARAMETERS: usize = 32;
 
 #[derive(Deserialize)]
 struct RequestJson<'a> {
     #[serde(default, borrow)]
     id: Option<Cow<'a, str>>,
     #[serde(default)]
-    parameters: Option<Map<String, Value>>,
+    parameters: Option<ParamsJson>,
     #[serde(borrow)]
-    inputs: Vec<InputJson<'a>>,
+    inputs: Capped<InputJson<'a>, Inputs>,
     #[serde(default, borrow)]
-    outputs: Option<Vec<OutputJson<'a>>>,
+    outputs: Option<Capped<OutputJson<'a>, Outputs>>,
 }
 
 struct InputJson<'a> {
     name: Cow<'a, str>,
     shape: Vec<i64>,
     datatype: Cow<'a, str>,
-    parameters: Option<Map<String, Value>>,
-    data: DataField<'a>,
-}
-
-/// An input's `data`: parsed straight into typed storage when `datatype` came first (the usual
-/// order, and what tritonclient sends), else kept as raw text and parsed once the datatype is known.
-enum DataField<'a> {
-    Absent,
-    Parsed(TensorData),
-    Raw(&'a RawValue),
+    parameters: Parameters,
+    /// Kept as borrowed text and parsed once the datatype and shape are known, whatever the key
+    /// order, so its storage can be sized in one allocation.
+    data: Option<&'a RawValue>,
 }
 
 /// A string borrowed from the body when it has no escapes.
@@ -53,7 +60,7 @@ impl<'de> Deserialize<'de> for CowStr<'de> {
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = CowStr<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a string")
             }
             fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<CowStr<'de>, E> {
@@ -67,45 +74,150 @@ impl<'de> Deserialize<'de> for CowStr<'de> {
     }
 }
 
+/// A length cap and what it limits, for [`Capped`].
+trait Cap {
+    const MAX: usize;
+    const WHAT: &'static str;
+}
+struct Dims;
+impl Cap for Dims {
+    const MAX: usize = MAX_RANK;
+    const WHAT: &'static str = "dimensions in a shape";
+}
+struct Inputs;
+impl Cap for Inputs {
+    const MAX: usize = MAX_TENSORS;
+    const WHAT: &'static str = "inputs";
+}
+struct Outputs;
+impl Cap for Outputs {
+    const MAX: usize = MAX_TENSORS;
+    const WHAT: &'static str = "outputs";
+}
+
+/// A JSON array of at most `C::MAX` elements, refused as soon as one more is seen.
+struct Capped<T, C>(Vec<T>, PhantomData<C>);
+
+impl<'de, T: Deserialize<'de>, C: Cap> Deserialize<'de> for Capped<T, C> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T, C>(PhantomData<(T, C)>);
+        impl<'de, T: Deserialize<'de>, C: Cap> Visitor<'de> for V<T, C> {
+            type Value = Capped<T, C>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "an array of at most {} {}", C::MAX, C::WHAT)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    if out.len() == C::MAX {
+                        return Err(de::Error::custom(format!(
+                            "more than {} {} (the limit)",
+                            C::MAX,
+                            C::WHAT
+                        )));
+                    }
+                    out.push(item);
+                }
+                Ok(Capped(out, PhantomData))
+            }
+        }
+        d.deserialize_seq(V(PhantomData))
+    }
+}
+
+/// A `parameters` object: at most [`MAX_PARAMETERS`] scalar entries, parsed straight into
+/// [`Parameters`].
+#[derive(Default)]
+struct ParamsJson(Parameters);
+
+/// One parameter value: a boolean, a number or a string.
+struct ParamJson(ParamValue);
+
+impl<'de> Deserialize<'de> for ParamJson {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ParamJson;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a boolean, a number or a string")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<ParamJson, E> {
+                Ok(ParamJson(ParamValue::Bool(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ParamJson, E> {
+                Ok(ParamJson(ParamValue::Int(v)))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ParamJson, E> {
+                Ok(ParamJson(match i64::try_from(v) {
+                    Ok(i) => ParamValue::Int(i),
+                    Err(_) => ParamValue::Uint(v),
+                }))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<ParamJson, E> {
+                Ok(ParamJson(ParamValue::Double(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ParamJson, E> {
+                Ok(ParamJson(ParamValue::String(v.to_string())))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for ParamsJson {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ParamsJson;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of parameters")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<ParamsJson, A::Error> {
+                let mut out = Parameters::new();
+                while let Some(CowStr(key)) = map.next_key::<CowStr<'de>>()? {
+                    if out.len() == MAX_PARAMETERS {
+                        return Err(de::Error::custom(format!(
+                            "more than {MAX_PARAMETERS} parameters in one object (the limit)"
+                        )));
+                    }
+                    let ParamJson(value) = map.next_value().map_err(|e: A::Error| {
+                        de::Error::custom(format!("parameter '{key}': {}", strip_pos(&e)))
+                    })?;
+                    out.insert(key.into_owned(), value);
+                }
+                Ok(ParamsJson(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// The message of a nested error without serde_json's position, which the outer error adds.
+fn strip_pos(e: &impl fmt::Display) -> String {
+    crate::core::tensor::strip_position(e.to_string())
+}
+
 impl<'de: 'a, 'a> Deserialize<'de> for InputJson<'a> {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        struct V<'a>(PhantomData<&'a ()>);
         impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
             type Value = InputJson<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("an input tensor object")
             }
             fn visit_map<A: de::MapAccess<'de>>(
                 self,
                 mut map: A,
             ) -> Result<InputJson<'a>, A::Error> {
-                let (mut name, mut shape, mut datatype, mut parameters) = (None, None, None, None);
-                let mut data = DataField::Absent;
+                let (mut name, mut shape, mut datatype) = (None, None, None);
+                let (mut parameters, mut data) = (None, None);
                 while let Some(CowStr(key)) = map.next_key::<CowStr<'de>>()? {
                     match key.as_ref() {
                         "name" => name = Some(map.next_value::<CowStr<'de>>()?.0),
-                        "shape" => shape = Some(map.next_value::<Vec<i64>>()?),
+                        "shape" => shape = Some(map.next_value::<Capped<i64, Dims>>()?.0),
                         "datatype" => datatype = Some(map.next_value::<CowStr<'de>>()?.0),
-                        "parameters" => {
-                            parameters = map.next_value::<Option<Map<String, Value>>>()?
-                        }
-                        "data" => {
-                            data = match datatype.as_deref().and_then(DataType::parse) {
-                                Some(dt) => DataField::Parsed(
-                                    map.next_value_seed(DataSeed(dt)).map_err(|e| {
-                                        let who =
-                                            name.as_deref().map_or("an input".to_string(), |n| {
-                                                format!("input '{n}'")
-                                            });
-                                        de::Error::custom(format!(
-                                            "{who}: {}",
-                                            strip_position(e.to_string())
-                                        ))
-                                    })?,
-                                ),
-                                None => DataField::Raw(map.next_value::<&'de RawValue>()?),
-                            }
-                        }
+                        "parameters" => parameters = map.next_value::<Option<ParamsJson>>()?,
+                        "data" => data = Some(map.next_value::<&'de RawValue>()?),
                         _ => {
                             map.next_value::<de::IgnoredAny>()?;
                         }
@@ -115,12 +227,12 @@ impl<'de: 'a, 'a> Deserialize<'de> for InputJson<'a> {
                     name: name.ok_or_else(|| de::Error::missing_field("name"))?,
                     shape: shape.ok_or_else(|| de::Error::missing_field("shape"))?,
                     datatype: datatype.ok_or_else(|| de::Error::missing_field("datatype"))?,
-                    parameters,
+                    parameters: parameters.unwrap_or_default().0,
                     data,
                 })
             }
         }
-        d.deserialize_map(V(std::marker::PhantomData))
+        d.deserialize_map(V(PhantomData))
     }
 }
 
@@ -129,7 +241,7 @@ struct OutputJson<'a> {
     #[serde(borrow)]
     name: Cow<'a, str>,
     #[serde(default)]
-    parameters: Option<Map<String, Value>>,
+    parameters: Option<ParamsJson>,
 }
 
 /// How the caller wants each output encoded.
@@ -150,28 +262,7 @@ impl OutputFormat {
     }
 }
 
-fn param_value(key: &str, v: Value) -> Result<ParamValue> {
-    Ok(match v {
-        Value::Bool(b) => ParamValue::Bool(b),
-        Value::String(s) => ParamValue::String(s),
-        Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                ParamValue::Int(i)
-            } else if let Some(u) = n.as_u64() {
-                ParamValue::Uint(u)
-            } else {
-                ParamValue::Double(n.as_f64().unwrap_or(f64::NAN))
-            }
-        }
-        other => {
-            return Err(Error::invalid(format!(
-                "parameter '{key}' must be a boolean, a number or a string, not {other}"
-            )));
-        }
-    })
-}
-
-/// A parameter as JSON (the inverse of [`param_value`]).
+/// A parameter as JSON.
 pub fn param_json(v: &ParamValue) -> Value {
     match v {
         ParamValue::Bool(b) => Value::Bool(*b),
@@ -180,13 +271,6 @@ pub fn param_json(v: &ParamValue) -> Value {
         ParamValue::Double(d) => Value::from(*d),
         ParamValue::String(s) => Value::String(s.clone()),
     }
-}
-
-fn parameters(map: Option<Map<String, Value>>) -> Result<Parameters> {
-    map.unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| param_value(&k, v).map(|v| (k, v)))
-        .collect()
 }
 
 fn bool_param(params: &Parameters, key: &str, owner: &str) -> Result<Option<bool>> {
@@ -204,70 +288,47 @@ pub fn decode_request(
     body: &[u8],
     header_len: Option<usize>,
 ) -> Result<(InferRequest, OutputFormat)> {
-    let (json, mut binary) = match header_len {
-        Some(n) if n > body.len() => {
-            return Err(Error::invalid(format!(
-                "Inference-Header-Content-Length is {n}, but the body has only {} bytes",
-                body.len()
-            )));
-        }
-        Some(n) => body.split_at(n),
-        None => (body, &[][..]),
-    };
-    let req: RequestJson<'_> = serde_json::from_slice(json).map_err(|e| {
-        let msg = e.to_string();
-        if msg.starts_with("input '") || msg.starts_with("an input:") {
-            // A tensor's data did not fit its datatype: the JSON itself is fine.
-            Error::invalid(strip_position(msg))
-        } else {
-            Error::invalid(format!("malformed inference request JSON: {msg}"))
-        }
-    })?;
+    let (json, mut tail) = binary::split_body(body, header_len)?;
+    let req: RequestJson<'_> = serde_json::from_slice(json)
+        .map_err(|e| Error::invalid(format!("malformed inference request JSON: {e}")))?;
 
-    let mut inputs = Vec::with_capacity(req.inputs.len());
-    for input in req.inputs {
+    let mut inputs = Vec::with_capacity(req.inputs.0.len());
+    for input in req.inputs.0 {
         let name = input.name.into_owned();
         let owner = format!("input '{name}'");
         let datatype =
             parse_datatype(&input.datatype).map_err(|e| Error::invalid(format!("{owner}: {e}")))?;
-        let params = parameters(input.parameters)?;
-        let binary_size = match params.get("binary_data_size") {
+        let binary_size = match input.parameters.get("binary_data_size") {
             None => None,
-            Some(ParamValue::Int(n)) if *n >= 0 => Some(*n as usize),
-            Some(ParamValue::Uint(n)) => Some(*n as usize),
+            Some(ParamValue::Int(n)) if *n >= 0 => usize::try_from(*n).ok(),
+            Some(ParamValue::Uint(n)) => usize::try_from(*n).ok(),
             Some(other) => {
                 return Err(Error::invalid(format!(
                     "{owner}: parameter 'binary_data_size' must be a non-negative integer, not {other:?}"
                 )));
             }
         };
-        let data = match (input.data, binary_size) {
-            (DataField::Parsed(_) | DataField::Raw(_), Some(_)) => {
+        let data = match (
+            input.data,
+            input.parameters.contains_key("binary_data_size"),
+        ) {
+            (Some(_), true) => {
                 return Err(Error::invalid(format!(
                     "{owner} has both 'data' and a 'binary_data_size' parameter; give one"
                 )));
             }
-            (DataField::Parsed(data), None) => data,
-            (DataField::Raw(raw), None) => TensorData::from_json(datatype, raw.get())
-                .map_err(|e| Error::invalid(format!("{owner}: {e}")))?,
-            (DataField::Absent, Some(size)) => {
-                if header_len.is_none() {
-                    return Err(Error::invalid(format!(
-                        "{owner} has binary data, but the request has no Inference-Header-Content-Length header"
-                    )));
-                }
-                if size > binary.len() {
-                    return Err(Error::invalid(format!(
-                        "{owner} claims {size} bytes of binary data, but only {} remain in the body",
-                        binary.len()
-                    )));
-                }
-                let (mine, rest) = binary.split_at(size);
-                binary = rest;
+            (Some(raw), false) => {
+                TensorData::from_json(datatype, raw.get(), element_count(&input.shape))
+                    .map_err(|e| Error::invalid(format!("{owner}: {e}")))?
+            }
+            (None, true) => {
+                // A size that does not fit in usize cannot fit in the body either.
+                let size = binary_size.unwrap_or(usize::MAX);
+                let mine = tail.take(&owner, size)?;
                 TensorData::from_le_bytes(datatype, mine)
                     .map_err(|e| Error::invalid(format!("{owner}: {e}")))?
             }
-            (DataField::Absent, None) => {
+            (None, false) => {
                 return Err(Error::invalid(format!(
                     "{owner} has neither 'data' nor binary data"
                 )));
@@ -275,23 +336,24 @@ pub fn decode_request(
         };
         inputs.push(Tensor::new(name, input.shape, data));
     }
-    if !binary.is_empty() {
-        return Err(Error::invalid(format!(
-            "the body has {} bytes of binary data that no input claims",
-            binary.len()
-        )));
-    }
+    tail.finish()?;
 
-    let parameters = parameters(req.parameters)?;
+    let parameters = req.parameters.unwrap_or_default().0;
     let mut format = OutputFormat {
         binary_by_default: bool_param(&parameters, "binary_data_output", "request")?
             .unwrap_or(false),
         binary: HashMap::new(),
     };
-    let mut outputs = Vec::new();
-    for out in req.outputs.unwrap_or_default() {
+    let requested = req.outputs.map(|o| o.0).unwrap_or_default();
+    let mut outputs = Vec::with_capacity(requested.len());
+    for out in requested {
         let name = out.name.into_owned();
-        let params = parameters_of_output(out.parameters, &name)?;
+        let params = out.parameters.unwrap_or_default().0;
+        if params.contains_key("classification") {
+            return Err(Error::invalid(format!(
+                "output '{name}': the classification extension is not supported; request the raw output"
+            )));
+        }
         if let Some(b) = bool_param(&params, "binary_data", &format!("output '{name}'"))? {
             format.binary.insert(name.clone(), b);
         }
@@ -306,16 +368,6 @@ pub fn decode_request(
         },
         format,
     ))
-}
-
-fn parameters_of_output(map: Option<Map<String, Value>>, name: &str) -> Result<Parameters> {
-    let params = parameters(map)?;
-    if params.contains_key("classification") {
-        return Err(Error::invalid(format!(
-            "output '{name}': the classification extension is not supported; request the raw output"
-        )));
-    }
-    Ok(params)
 }
 
 #[derive(Serialize)]
@@ -355,26 +407,14 @@ pub fn encode_response(
         .iter()
         .map(|t| {
             let binary = format.is_binary(&t.name);
-            if binary {
-                let before = tail.len();
-                t.data.write_le_bytes(&mut tail);
-                OutputTensorJson {
-                    name: &t.name,
-                    datatype: t.datatype().as_str(),
-                    shape: &t.shape,
-                    parameters: Some(BinarySize {
-                        binary_data_size: tail.len() - before,
-                    }),
-                    data: None,
-                }
-            } else {
-                OutputTensorJson {
-                    name: &t.name,
-                    datatype: t.datatype().as_str(),
-                    shape: &t.shape,
-                    parameters: None,
-                    data: Some(&t.data),
-                }
+            OutputTensorJson {
+                name: &t.name,
+                datatype: t.datatype().as_str(),
+                shape: &t.shape,
+                parameters: binary.then(|| BinarySize {
+                    binary_data_size: binary::append(&mut tail, &t.data),
+                }),
+                data: (!binary).then_some(&t.data),
             }
         })
         .collect();
@@ -397,7 +437,7 @@ pub fn encode_response(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::tensor::DataType;
+    use crate::core::tensor::{ByteStrings, DataType};
 
     #[test]
     fn json_request_with_nested_data_id_outputs_and_parameters() {
@@ -431,7 +471,8 @@ mod tests {
             let e = decode_request(body, None).unwrap_err().to_string();
             assert_eq!(
                 e,
-                "input 'a': element 1 is the string \"x\", expected an integer in the INT32 range"
+                "input 'a': element 1 is the string \"x\", expected an integer in \
+                 -2147483648..=2147483647 (INT32)"
             );
         }
         let e = decode_request(
@@ -465,7 +506,10 @@ mod tests {
         body.extend_from_slice(b"abc");
         let (req, _) = decode_request(&body, Some(header.len())).unwrap();
         assert_eq!(req.inputs[0].data, TensorData::Int32(vec![1, -2]));
-        assert_eq!(req.inputs[1].data, TensorData::Bytes(vec![b"abc".to_vec()]));
+        assert_eq!(
+            req.inputs[1].data,
+            TensorData::Bytes(ByteStrings::from_items(["abc"]).unwrap())
+        );
         assert_eq!(req.inputs[2].data, TensorData::Fp64(vec![0.5]));
     }
 
@@ -495,6 +539,72 @@ mod tests {
                 .contains("2 bytes of binary data that no input claims"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn int64_values_outside_the_range_are_a_400_naming_input_and_range() {
+        let body = br#"{"inputs":[{"name":"ids","shape":[2],"datatype":"INT64",
+            "data":[1, 9223372036854775808.0]}]}"#;
+        let e = decode_request(body, None).unwrap_err();
+        assert!(matches!(e, crate::error::Error::InvalidInput(_)), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "input 'ids': element 1 is 9223372036854776000, expected an integer in \
+             -9223372036854775808..=9223372036854775807 (INT64)"
+        );
+    }
+
+    #[test]
+    fn hostile_structure_is_refused_cleanly() {
+        let deep = |inner: &str| {
+            format!(r#"{{"inputs":[{{"name":"a","shape":[1],"datatype":"FP32",{inner}}}]}}"#)
+        };
+        let nested = format!("\"data\":{}1{}", "[".repeat(50_000), "]".repeat(50_000));
+        let params = format!(
+            "\"parameters\":{{\"p\":{}1{}}},\"data\":[1]",
+            "[".repeat(50_000),
+            "]".repeat(50_000)
+        );
+        let unknown = format!(
+            "\"extra\":{}1{},\"data\":[1]",
+            "[".repeat(50_000),
+            "]".repeat(50_000)
+        );
+        let many_params: Vec<String> = (0..=MAX_PARAMETERS)
+            .map(|i| format!("\"p{i}\":1"))
+            .collect();
+        let many_params = format!("\"parameters\":{{{}}},\"data\":[1]", many_params.join(","));
+        let rank = format!(
+            "\"shape\":[{}],\"data\":[1]",
+            vec!["1"; MAX_RANK + 1].join(",")
+        );
+        let cases = [
+            (deep(&nested), "input 'a': recursion limit exceeded"),
+            (deep(&params), "parameter 'p': invalid type: sequence"),
+            (deep(&many_params), "more than 32 parameters in one object"),
+            (deep(&rank), "more than 64 dimensions in a shape"),
+            (
+                deep("\"data\":[1,2]"),
+                "input 'a': more than the 1 elements its shape holds",
+            ),
+            (
+                format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)),
+                "malformed inference request JSON",
+            ),
+        ];
+        for (body, want) in cases {
+            let e = decode_request(body.as_bytes(), None).unwrap_err();
+            assert!(matches!(e, crate::error::Error::InvalidInput(_)), "{e:?}");
+            assert!(e.to_string().contains(want), "{e} does not contain {want}");
+        }
+        // Skipping an unknown field is iterative (one byte of state per level): harmless.
+        assert!(decode_request(deep(&unknown).as_bytes(), None).is_ok());
+        let outputs: Vec<String> = (0..=MAX_TENSORS)
+            .map(|i| format!("{{\"name\":\"o{i}\"}}"))
+            .collect();
+        let body = format!(r#"{{"inputs":[],"outputs":[{}]}}"#, outputs.join(","));
+        let e = decode_request(body.as_bytes(), None).unwrap_err();
+        assert!(e.to_string().contains("more than 1024 outputs"), "{e}");
     }
 
     #[test]
