@@ -28,11 +28,14 @@ pub enum RestEncoding {
         Examples:\n  \
         switchyard-loadtest --target sy=http://127.0.0.1:8000 --model mlp_small --concurrency 32 --duration 15s\n  \
         switchyard-loadtest --target json=http://127.0.0.1:8000 --target bin=binary+http://127.0.0.1:8000 \
-        --target grpc=grpc://127.0.0.1:8001 --model breast_cancer --rate 2000 --plot out.svg"
+        --target grpc=grpc://127.0.0.1:8001 --model breast_cancer --rate 2000 --plot out.svg\n  \
+        switchyard-loadtest --target tls=https://localhost:8443 --ca-cert ca.pem --token-file token \
+        --model mlp_small"
 )]
 pub struct Args {
     /// A server to test, as NAME=URL. URL is http://HOST:PORT (REST; tensors encoded as --encoding
     /// says), json+http:// or binary+http:// (REST with that encoding), or grpc://HOST:PORT.
+    /// Over TLS: https://, json+https://, binary+https://, grpcs:// (see --ca-cert).
     /// Repeat to compare servers or protocols in one run; ratios are against the first.
     #[arg(long = "target", required = true, value_parser = Target::parse)]
     pub targets: Vec<Target>,
@@ -101,6 +104,21 @@ pub struct Args {
     /// gRPC targets); no model metadata is fetched.
     #[arg(long)]
     pub request_file: Option<PathBuf>,
+
+    /// Bearer token sent with every request to every target (REST `Authorization` header, gRPC
+    /// `authorization` metadata), for a server started with --infer-token-file.
+    #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// File holding the token: its first line that is not empty or a `#` comment. Wins over
+    /// --token and SWITCHYARD_TOKEN.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+
+    /// PEM CA certificate(s) to verify https:// and grpcs:// targets with (default: the
+    /// system's roots).
+    #[arg(long)]
+    pub ca_cert: Option<PathBuf>,
 
     /// NAME=PID: count the CPU time of process PID (and its children) as target NAME's.
     #[arg(long = "server-pid", value_parser = parse_pid)]

@@ -1,23 +1,108 @@
-//! Connections to a target: one HTTP/1.1 connection per REST caller (like wrk), HTTP/2 channels
-//! for gRPC. Every error is classified into a short kind for the report.
+//! Connections to a target: one HTTP/1.1 connection per REST caller (like wrk), plain or TLS,
+//! HTTP/2 channels for gRPC. Every error is classified into a short kind for the report.
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
+use hyper::header::HeaderValue;
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tonic::transport::Channel;
+use tonic::metadata::AsciiMetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, ClientTlsConfig};
 
 use crate::payload::{Body, InputSpec};
 use crate::pb;
 use crate::pb::grpc_inference_service_client::GrpcInferenceServiceClient;
+use crate::secure::Security;
+use crate::target::Target;
 
 /// What happened to one request: `Ok(())`, or the error kind (`http 429`, `grpc Unavailable`,
-/// `connect`, `timeout`, `io`).
+/// `connect`, `tls`, `timeout`, `io`).
 pub type Outcome = Result<(), String>;
+
+/// Where and how to reach one target, shared by all its connections.
+pub struct Endpoint {
+    /// `host:port`.
+    pub authority: String,
+    /// `http`, `https`, `grpc` or `grpcs`, for messages.
+    scheme: &'static str,
+    /// For https:// targets: the connector and the name the certificate must carry.
+    rest_tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
+    /// For grpcs:// targets.
+    grpc_tls: Option<ClientTlsConfig>,
+    /// The `Host` header, built once.
+    host: HeaderValue,
+    /// `Authorization: Bearer ...`, built once.
+    header: Option<HeaderValue>,
+    /// The same as gRPC metadata.
+    metadata: Option<AsciiMetadataValue>,
+}
+
+impl Endpoint {
+    pub fn new(target: &Target, grpc: bool, security: &Security) -> Result<Self, String> {
+        let (rest_tls, grpc_tls) = match (target.tls, grpc) {
+            (false, _) => (None, None),
+            (true, true) => (None, Some(security.grpc_tls(&target.host))),
+            (true, false) => {
+                let connector = security
+                    .rest_tls
+                    .clone()
+                    .ok_or("internal: no TLS settings for an https:// target")?;
+                let name = ServerName::try_from(target.host.clone())
+                    .map_err(|e| format!("'{}' is no TLS server name: {e}", target.host))?;
+                (Some((connector, name)), None)
+            }
+        };
+        let host = HeaderValue::from_str(&target.authority)
+            .map_err(|_| format!("'{}' is no valid Host header", target.authority))?;
+        Ok(Self {
+            authority: target.authority.clone(),
+            host,
+            scheme: target.scheme(grpc),
+            rest_tls,
+            grpc_tls,
+            header: security.header.clone(),
+            metadata: security.metadata.clone(),
+        })
+    }
+
+    /// `scheme://host:port`.
+    pub fn url(&self) -> String {
+        format!("{}://{}", self.scheme, self.authority)
+    }
+}
+
+/// A failed REST call: the kind counted in the report, and what went wrong in words (shown when
+/// fetching metadata fails, where a run stops).
+#[derive(Debug)]
+pub struct CallError {
+    pub kind: &'static str,
+    pub detail: String,
+}
+
+impl CallError {
+    fn new(kind: &'static str, detail: impl fmt::Display) -> Self {
+        Self {
+            kind,
+            detail: detail.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.detail, self.kind)
+    }
+}
 
 pub fn infer_path(model: &str, version: &str) -> String {
     if version.is_empty() {
@@ -27,36 +112,55 @@ pub fn infer_path(model: &str, version: &str) -> String {
     }
 }
 
-/// One HTTP/1.1 connection, reopened after an error.
+/// One HTTP/1.1 connection, plain or TLS, reopened after an error.
 pub struct RestConn {
-    authority: String,
+    endpoint: Arc<Endpoint>,
     sender: Option<SendRequest<Full<Bytes>>>,
 }
 
+async fn handshake<IO>(io: IO) -> Result<SendRequest<Full<Bytes>>, CallError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| CallError::new("connect", e))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
 impl RestConn {
-    pub fn new(authority: &str) -> Self {
+    pub fn new(endpoint: Arc<Endpoint>) -> Self {
         Self {
-            authority: authority.to_string(),
+            endpoint,
             sender: None,
         }
     }
 
-    async fn connect(&mut self) -> Result<&mut SendRequest<Full<Bytes>>, String> {
+    async fn connect(&mut self) -> Result<&mut SendRequest<Full<Bytes>>, CallError> {
         let usable = self.sender.as_ref().is_some_and(|s| !s.is_closed());
         if !usable {
-            let tcp = TcpStream::connect(&self.authority)
+            let tcp = TcpStream::connect(&self.endpoint.authority)
                 .await
-                .map_err(|_| "connect".to_string())?;
+                .map_err(|e| CallError::new("connect", e))?;
             let _ = tcp.set_nodelay(true);
-            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-                .await
-                .map_err(|_| "connect".to_string())?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
+            let sender = match &self.endpoint.rest_tls {
+                Some((connector, name)) => {
+                    let tls = connector
+                        .connect(name.clone(), tcp)
+                        .await
+                        .map_err(|e| CallError::new("tls", format!("TLS handshake: {e}")))?;
+                    handshake(tls).await?
+                }
+                None => handshake(tcp).await?,
+            };
             self.sender = Some(sender);
         }
-        self.sender.as_mut().ok_or_else(|| "connect".to_string())
+        self.sender
+            .as_mut()
+            .ok_or_else(|| CallError::new("connect", "no connection"))
     }
 
     /// Sends one request and reads the whole answer. Returns the status and the body.
@@ -66,14 +170,17 @@ impl RestConn {
         path: &str,
         body: Bytes,
         header_len: Option<usize>,
-    ) -> Result<(u16, Bytes), String> {
-        let authority = self.authority.clone();
+    ) -> Result<(u16, Bytes), CallError> {
+        let endpoint = self.endpoint.clone();
         let sender = self.connect().await?;
-        sender.ready().await.map_err(|_| "io".to_string())?;
+        sender.ready().await.map_err(|e| CallError::new("io", e))?;
         let mut req = Request::builder()
             .method(method)
             .uri(path)
-            .header(hyper::header::HOST, authority);
+            .header(hyper::header::HOST, endpoint.host.clone());
+        if let Some(auth) = &endpoint.header {
+            req = req.header(hyper::header::AUTHORIZATION, auth.clone());
+        }
         req = match header_len {
             Some(n) => req
                 .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
@@ -82,18 +189,18 @@ impl RestConn {
         };
         let req = req
             .body(Full::new(body))
-            .map_err(|e| format!("request: {e}"))?;
+            .map_err(|e| CallError::new("request", e))?;
         let result = async {
             let resp = sender
                 .send_request(req)
                 .await
-                .map_err(|_| "io".to_string())?;
+                .map_err(|e| CallError::new("io", e))?;
             let status = resp.status().as_u16();
             let body = resp
                 .into_body()
                 .collect()
                 .await
-                .map_err(|_| "io".to_string())?
+                .map_err(|e| CallError::new("io", e))?
                 .to_bytes();
             Ok((status, body))
         }
@@ -110,10 +217,11 @@ impl RestConn {
         };
         match self
             .call(Method::POST, path, bytes.clone(), *header_len)
-            .await?
+            .await
         {
-            (200, _) => Ok(()),
-            (status, _) => Err(format!("http {status}")),
+            Ok((200, _)) => Ok(()),
+            Ok((status, _)) => Err(format!("http {status}")),
+            Err(e) => Err(e.kind.to_string()),
         }
     }
 
@@ -123,23 +231,52 @@ impl RestConn {
     }
 }
 
-pub async fn grpc_channel(
-    authority: &str,
-    timeout: Duration,
-) -> Result<GrpcInferenceServiceClient<Channel>, String> {
-    let channel = Channel::from_shared(format!("http://{authority}"))
-        .map_err(|e| format!("grpc://{authority}: {e}"))?
-        .tcp_nodelay(true)
-        .timeout(timeout)
-        .connect()
-        .await
-        .map_err(|e| format!("cannot connect to grpc://{authority}: {e}"))?;
-    Ok(GrpcInferenceServiceClient::new(channel)
-        .max_decoding_message_size(usize::MAX)
-        .max_encoding_message_size(usize::MAX))
+/// Adds the token to every gRPC call, metadata included.
+#[derive(Clone)]
+pub struct Auth(Option<AsciiMetadataValue>);
+
+impl Interceptor for Auth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            req.metadata_mut().insert("authorization", token.clone());
+        }
+        Ok(req)
+    }
 }
 
-pub async fn grpc_infer(client: &mut GrpcInferenceServiceClient<Channel>, body: &Body) -> Outcome {
+pub type GrpcClient = GrpcInferenceServiceClient<InterceptedService<Channel, Auth>>;
+
+pub async fn grpc_channel(endpoint: &Endpoint, timeout: Duration) -> Result<GrpcClient, String> {
+    let url = endpoint.url();
+    let scheme = if endpoint.grpc_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let mut builder = Channel::from_shared(format!("{scheme}://{}", endpoint.authority))
+        .map_err(|e| format!("{url}: {e}"))?
+        .tcp_nodelay(true)
+        .timeout(timeout);
+    if let Some(tls) = &endpoint.grpc_tls {
+        builder = builder
+            .tls_config(tls.clone())
+            .map_err(|e| format!("{url}: TLS settings: {e}"))?;
+    }
+    let channel = builder.connect().await.map_err(|e| {
+        // tonic's top-level message is just "transport error"; the cause says why.
+        let cause = std::error::Error::source(&e)
+            .map(|c| format!(": {c}"))
+            .unwrap_or_default();
+        format!("cannot connect to {url}: {e}{cause}")
+    })?;
+    Ok(
+        GrpcInferenceServiceClient::with_interceptor(channel, Auth(endpoint.metadata.clone()))
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX),
+    )
+}
+
+pub async fn grpc_infer(client: &mut GrpcClient, body: &Body) -> Outcome {
     let Body::Grpc(req) = body else {
         return Err("internal: REST body on a gRPC target".into());
     };
@@ -156,14 +293,14 @@ pub async fn grpc_infer(client: &mut GrpcInferenceServiceClient<Channel>, body: 
 
 /// The model's inputs, from `GET /v2/models/{m}[/versions/{v}]` or the ModelMetadata RPC.
 pub async fn fetch_inputs(
-    authority: &str,
+    endpoint: &Arc<Endpoint>,
     grpc: bool,
     model: &str,
     version: &str,
     timeout: Duration,
 ) -> Result<Vec<InputSpec>, String> {
     if grpc {
-        let mut c = grpc_channel(authority, timeout).await?;
+        let mut c = grpc_channel(endpoint, timeout).await?;
         let m = c
             .model_metadata(pb::ModelMetadataRequest {
                 name: model.into(),
@@ -172,8 +309,10 @@ pub async fn fetch_inputs(
             .await
             .map_err(|s| {
                 format!(
-                    "model metadata of '{model}' from grpc://{authority}: {}",
-                    s.message()
+                    "model metadata of '{model}' from {}: {} ({:?})",
+                    endpoint.url(),
+                    s.message(),
+                    s.code()
                 )
             })?
             .into_inner();
@@ -192,14 +331,20 @@ pub async fn fetch_inputs(
     } else {
         format!("/v2/models/{model}/versions/{version}")
     };
-    let mut conn = RestConn::new(authority);
-    let (status, body) = conn
-        .call(Method::GET, &path, Bytes::new(), None)
-        .await
-        .map_err(|e| format!("GET http://{authority}{path}: {e}"))?;
+    let url = endpoint.url();
+    let mut conn = RestConn::new(endpoint.clone());
+    let (status, body) =
+        tokio::time::timeout(timeout, conn.call(Method::GET, &path, Bytes::new(), None))
+            .await
+            .map_err(|_| format!("GET {url}{path}: no answer within {timeout:?}"))?
+            .map_err(|e| format!("GET {url}{path}: {e}"))?;
     if status != 200 {
+        let hint = match (status, endpoint.header.is_some()) {
+            (401, false) => " (give a token with --token, --token-file or SWITCHYARD_TOKEN)",
+            _ => "",
+        };
         return Err(format!(
-            "GET http://{authority}{path} answered {status}: {}",
+            "GET {url}{path} answered {status}: {}{hint}",
             String::from_utf8_lossy(&body)
         ));
     }

@@ -8,6 +8,7 @@ mod payload;
 mod plot;
 mod report;
 mod run;
+mod secure;
 mod stats;
 mod target;
 
@@ -24,9 +25,11 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use cli::{Args, RestEncoding};
+use client::Endpoint;
 use payload::Body;
 use report::Summary;
 use run::{Mode, Plan};
+use secure::Security;
 use target::{Protocol, Target};
 
 fn protocol_of(t: &Target, args: &Args) -> Protocol {
@@ -36,12 +39,16 @@ fn protocol_of(t: &Target, args: &Args) -> Protocol {
     })
 }
 
-async fn bodies(t: &Target, protocol: Protocol, args: &Args) -> Result<Vec<Body>, String> {
+async fn bodies(
+    endpoint: &Arc<Endpoint>,
+    protocol: Protocol,
+    args: &Args,
+) -> Result<Vec<Body>, String> {
     let sets = if let Some(path) = &args.request_file {
         vec![payload::read_request_file(path)?]
     } else {
         let specs = client::fetch_inputs(
-            &t.authority,
+            endpoint,
             protocol == Protocol::Grpc,
             &args.model,
             &args.model_version,
@@ -84,9 +91,14 @@ fn progress(args: &Args, label: String, duration: Duration) -> Option<ProgressBa
     Some(bar)
 }
 
-async fn run_target(t: &Target, args: &Args) -> Result<(Summary, Option<plot::Series>), String> {
+async fn run_target(
+    t: &Target,
+    args: &Args,
+    security: &Security,
+) -> Result<(Summary, Option<plot::Series>), String> {
     let protocol = protocol_of(t, args);
-    let bodies = Arc::new(bodies(t, protocol, args).await?);
+    let endpoint = Arc::new(Endpoint::new(t, protocol == Protocol::Grpc, security)?);
+    let bodies = Arc::new(bodies(&endpoint, protocol, args).await?);
     let mode = match args.rate {
         Some(r) => Mode::Open(r),
         None => Mode::Closed(args.concurrency.max(1)),
@@ -98,7 +110,7 @@ async fn run_target(t: &Target, args: &Args) -> Result<(Summary, Option<plot::Se
     });
     let mut plan = Plan {
         protocol,
-        authority: t.authority.clone(),
+        endpoint: endpoint.clone(),
         path: client::infer_path(&args.model, &args.model_version),
         bodies,
         mode,
@@ -138,15 +150,10 @@ async fn run_target(t: &Target, args: &Args) -> Result<(Summary, Option<plot::Se
         Mode::Closed(n) => format!("closed loop, {n} callers"),
         Mode::Open(r) => format!("open loop, {r} req/s"),
     };
-    let scheme = if protocol == Protocol::Grpc {
-        "grpc"
-    } else {
-        "http"
-    };
     let summary = Summary::new(
         &t.name,
         protocol.to_string(),
-        format!("{scheme}://{}", t.authority),
+        endpoint.url(),
         mode_text,
         args.batch,
         &measured.stats,
@@ -164,8 +171,9 @@ async fn run_target(t: &Target, args: &Args) -> Result<(Summary, Option<plot::Se
 async fn run_all(args: Args) -> Result<(), String> {
     let mut summaries = Vec::new();
     let mut series = Vec::new();
+    let security = Security::from_args(&args)?;
     for t in &args.targets {
-        let (summary, s) = run_target(t, &args)
+        let (summary, s) = run_target(t, &args, &security)
             .await
             .map_err(|e| format!("target '{}': {e}", t.name))?;
         summaries.push(summary);

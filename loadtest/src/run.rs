@@ -5,15 +5,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use indicatif::ProgressBar;
-use tokio::sync::Semaphore;
-use tonic::transport::Channel;
-
-use crate::client::{self, Outcome, RestConn};
+use crate::client::{self, Endpoint, GrpcClient, Outcome, RestConn};
 use crate::payload::Body;
-use crate::pb::grpc_inference_service_client::GrpcInferenceServiceClient;
 use crate::stats::{Stats, intended_offset};
 use crate::target::Protocol;
+use indicatif::ProgressBar;
+use tokio::sync::Semaphore;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Mode {
@@ -26,7 +23,7 @@ pub enum Mode {
 #[derive(Clone)]
 pub struct Plan {
     pub protocol: Protocol,
-    pub authority: String,
+    pub endpoint: Arc<Endpoint>,
     pub path: String,
     pub bodies: Arc<Vec<Body>>,
     pub mode: Mode,
@@ -44,7 +41,7 @@ pub struct Measured {
 /// One connection of either kind.
 enum Conn {
     Rest(RestConn),
-    Grpc(GrpcInferenceServiceClient<Channel>),
+    Grpc(GrpcClient),
 }
 
 impl Conn {
@@ -72,12 +69,12 @@ async fn connections(plan: &Plan, n: usize) -> Result<Vec<Conn>, String> {
         Protocol::Grpc => {
             let mut channels = Vec::with_capacity(n);
             for _ in 0..n.max(1) {
-                channels.push(client::grpc_channel(&plan.authority, plan.timeout).await?);
+                channels.push(client::grpc_channel(&plan.endpoint, plan.timeout).await?);
             }
             Ok(channels.into_iter().map(Conn::Grpc).collect())
         }
         _ => Ok((0..n.max(1))
-            .map(|_| Conn::Rest(RestConn::new(&plan.authority)))
+            .map(|_| Conn::Rest(RestConn::new(plan.endpoint.clone())))
             .collect()),
     }
 }
@@ -122,7 +119,7 @@ async fn closed_loop(
 ) -> Result<Measured, String> {
     let conns = connections(plan, plan.connections).await?;
     // gRPC callers share channels (HTTP/2 multiplexes); REST callers own a connection each.
-    let grpc: Vec<GrpcInferenceServiceClient<Channel>> = conns
+    let grpc: Vec<GrpcClient> = conns
         .iter()
         .filter_map(|c| match c {
             Conn::Grpc(g) => Some(g.clone()),
@@ -138,7 +135,7 @@ async fn closed_loop(
     for i in 0..callers.max(1) {
         let mut conn = match plan.protocol {
             Protocol::Grpc => Conn::Grpc(grpc[i % grpc.len()].clone()),
-            _ => Conn::Rest(RestConn::new(&plan.authority)),
+            _ => Conn::Rest(RestConn::new(plan.endpoint.clone())),
         };
         let (plan, issued, done) = (plan.clone(), issued.clone(), done.clone());
         tasks.push(tokio::spawn(async move {
@@ -188,7 +185,7 @@ async fn open_loop(
         Protocol::Grpc => 4096,
         _ => plan.connections.max(1),
     }));
-    let grpc: Vec<GrpcInferenceServiceClient<Channel>> = pool
+    let grpc: Vec<GrpcClient> = pool
         .lock()
         .map_err(|_| "pool poisoned")?
         .iter()
@@ -242,7 +239,7 @@ async fn open_loop(
                 Some(g) => Conn::Grpc(g),
                 None => match pool.lock().ok().and_then(|mut p| p.pop()) {
                     Some(c) => c,
-                    None => Conn::Rest(RestConn::new(&plan.authority)),
+                    None => Conn::Rest(RestConn::new(plan.endpoint.clone())),
                 },
             };
             let outcome = conn

@@ -4,6 +4,10 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair,
+};
 use serde_json::Value;
 use switchyard::cli::ServeArgs;
 use switchyard::server::Server;
@@ -27,12 +31,22 @@ async fn start(configure: impl FnOnce(&mut ServeArgs)) -> Server {
     server
 }
 
-async fn loadtest(args: &[&str]) -> Value {
+/// Runs the load generator; a SWITCHYARD_TOKEN in the test's own environment is not passed on.
+async fn run_loadtest(args: &[&str]) -> std::process::Output {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let out =
-        tokio::task::spawn_blocking(move || Command::new(LOADTEST).args(&args).output().unwrap())
-            .await
-            .unwrap();
+    tokio::task::spawn_blocking(move || {
+        Command::new(LOADTEST)
+            .args(&args)
+            .env_remove("SWITCHYARD_TOKEN")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+async fn loadtest(args: &[&str]) -> Value {
+    let out = run_loadtest(args).await;
     assert!(
         out.status.success(),
         "loadtest failed: {}",
@@ -49,8 +63,20 @@ async fn replay(
     concurrency: &str,
     requests: &str,
 ) -> Value {
+    replay_with(target, model, request, concurrency, requests, &[]).await
+}
+
+/// `replay` with more options (token, CA).
+async fn replay_with(
+    target: &str,
+    model: &str,
+    request: &std::path::Path,
+    concurrency: &str,
+    requests: &str,
+    extra: &[&str],
+) -> Value {
     let request = request.display().to_string();
-    let doc = loadtest(&[
+    let mut args = vec![
         "--target",
         target,
         "--model",
@@ -66,8 +92,9 @@ async fn replay(
         "--warmup",
         "0s",
         "--json",
-    ])
-    .await;
+    ];
+    args.extend_from_slice(extra);
+    let doc = loadtest(&args).await;
     doc["results"][0].clone()
 }
 
@@ -211,5 +238,184 @@ async fn errors_are_classified() {
     .await;
     counts_add_up(r);
     assert_eq!(r["errors"]["connect"], 5, "{r}");
+    s.shutdown();
+}
+
+/// A test CA (`ca.pem`) and a server certificate for localhost and 127.0.0.1 signed by it
+/// (`server.pem`, `server.key`), as tests/tls.rs in the root crate makes them.
+fn pki() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "loadtest test CA");
+    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+    let mut params =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "switchyard");
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca).unwrap();
+    std::fs::write(dir.path().join("server.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.path().join("server.key"), key.serialize_pem()).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_token() {
+    let dir = pki();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    std::fs::write(dir.path().join("tokens"), "lt-infer-token\n").unwrap();
+    std::fs::write(
+        dir.path().join("token"),
+        "# for the load test\nlt-infer-token\n",
+    )
+    .unwrap();
+    let s = start(|a| {
+        a.infer_token_file = Some(dir.path().join("tokens"));
+        a.tls_cert = Some(dir.path().join("server.pem"));
+        a.tls_key = Some(dir.path().join("server.key"));
+    })
+    .await;
+    let (http, grpc) = (s.http_addr.port(), s.grpc_addr.port());
+    let (ca, token) = (path("ca.pem"), path("token"));
+
+    // With the token and the CA: every protocol over TLS, model metadata fetched the same way.
+    let doc = loadtest(&[
+        "--target",
+        &format!("json=https://127.0.0.1:{http}"),
+        "--target",
+        &format!("bin=binary+https://localhost:{http}"),
+        "--target",
+        &format!("grpc=grpcs://localhost:{grpc}"),
+        "--ca-cert",
+        &ca,
+        "--token-file",
+        &token,
+        "--model",
+        "breast_cancer",
+        "--concurrency",
+        "4",
+        "--requests",
+        "100",
+        "--duration",
+        "20s",
+        "--warmup",
+        "0s",
+        "--json",
+    ])
+    .await;
+    let results = doc["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    for r in results {
+        counts_add_up(r);
+        assert_eq!(
+            (r["sent"].as_u64(), r["ok"].as_u64()),
+            (Some(100), Some(100)),
+            "{r}"
+        );
+    }
+    assert_eq!(results[0]["url"], format!("https://127.0.0.1:{http}"));
+    assert_eq!(results[2]["url"], format!("grpcs://localhost:{grpc}"));
+
+    // The token given with --token.
+    let request = dir.path().join("request.json");
+    let rows: Vec<f32> = (0..30).map(|i| i as f32).collect();
+    std::fs::write(
+        &request,
+        serde_json::json!({"inputs": [{"name": "X", "shape": [1, 30], "datatype": "FP32", "data": rows}]}).to_string(),
+    )
+    .unwrap();
+    let r = &replay_with(
+        &format!("tls=https://localhost:{http}"),
+        "breast_cancer",
+        &request,
+        "2",
+        "50",
+        &["--ca-cert", &ca, "--token", "lt-infer-token"],
+    )
+    .await;
+    assert_eq!(
+        (r["sent"].as_u64(), r["ok"].as_u64()),
+        (Some(50), Some(50)),
+        "{r}"
+    );
+
+    // Without the token every request is refused, and counted as such.
+    let r = &replay_with(
+        &format!("tls=https://localhost:{http}"),
+        "breast_cancer",
+        &request,
+        "2",
+        "50",
+        &["--ca-cert", &ca],
+    )
+    .await;
+    counts_add_up(r);
+    assert_eq!(r["errors"]["http 401"], 50, "{r}");
+    assert_eq!(r["ok"], 0);
+    let r = &replay_with(
+        &format!("grpc=grpcs://localhost:{grpc}"),
+        "breast_cancer",
+        &request,
+        "2",
+        "50",
+        &["--ca-cert", &ca],
+    )
+    .await;
+    counts_add_up(r);
+    assert_eq!(r["errors"]["grpc Unauthenticated"], 50, "{r}");
+
+    // A wrong token is refused too.
+    let r = &replay_with(
+        &format!("tls=https://localhost:{http}"),
+        "breast_cancer",
+        &request,
+        "1",
+        "10",
+        &["--ca-cert", &ca, "--token", "not-the-token"],
+    )
+    .await;
+    assert_eq!(r["errors"]["http 401"], 10, "{r}");
+
+    // Fetching the metadata without a token stops the run with a hint.
+    let out = run_loadtest(&[
+        "--target",
+        &format!("tls=https://localhost:{http}"),
+        "--ca-cert",
+        &ca,
+        "--model",
+        "breast_cancer",
+        "--requests",
+        "1",
+        "--warmup",
+        "0s",
+    ])
+    .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("401") && err.contains("--token"), "{err}");
+
+    // Without --ca-cert the system roots do not know the test CA: the run stops, naming TLS.
+    let out = run_loadtest(&[
+        "--target",
+        &format!("tls=https://localhost:{http}"),
+        "--token-file",
+        &token,
+        "--model",
+        "breast_cancer",
+        "--requests",
+        "1",
+        "--warmup",
+        "0s",
+    ])
+    .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("TLS") || err.contains("CA"), "{err}");
     s.shutdown();
 }
