@@ -273,23 +273,23 @@ impl Auth {
 
     /// Re-reads changed token files every `every`, until `stop`.
     pub async fn watch(self: Arc<Self>, every: Duration, stop: shutdown::Signal) {
-        let stopped = stop.wait();
-        tokio::pin!(stopped);
-        loop {
-            tokio::select! {
-                () = &mut stopped => return,
-                () = tokio::time::sleep(every) => {}
-            }
-            for (scope, file) in [(Scope::Admin, &self.admin), (Scope::Infer, &self.infer)] {
-                let Some(file) = file else { continue };
-                match file.reload_if_changed() {
-                    Ok(true) => {
-                        tracing::info!(scope = scope.as_str(), file = %file.path().display(), "token file reloaded")
-                    }
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::error!(scope = scope.as_str(), error = %e, "token file not reloaded; the previous tokens stay in force")
-                    }
+        stop.every(every, || {
+            self.reload();
+            std::future::ready(())
+        })
+        .await;
+    }
+
+    fn reload(&self) {
+        for (scope, file) in [(Scope::Admin, &self.admin), (Scope::Infer, &self.infer)] {
+            let Some(file) = file else { continue };
+            match file.reload_if_changed() {
+                Ok(true) => {
+                    tracing::info!(scope = scope.as_str(), file = %file.path().display(), "token file reloaded")
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(scope = scope.as_str(), error = %e, "token file not reloaded; the previous tokens stay in force")
                 }
             }
         }

@@ -204,16 +204,13 @@ async fn manage_models(models: Arc<ModelManager>, poll: Duration, stop: shutdown
     let loading = models.clone();
     let _ = tokio::task::spawn_blocking(move || loading.load_all()).await;
     tracing::info!(registry = %models.registry().describe(), mode = models.mode().as_str(), "initial model load finished");
-    let stopped = stop.wait();
-    tokio::pin!(stopped);
-    loop {
-        tokio::select! {
-            () = &mut stopped => return,
-            () = tokio::time::sleep(poll) => {}
-        }
+    stop.every(poll, || {
         let m = models.clone();
-        let _ = tokio::task::spawn_blocking(move || m.poll()).await;
-    }
+        async move {
+            let _ = tokio::task::spawn_blocking(move || m.poll()).await;
+        }
+    })
+    .await;
 }
 
 /// `switchyard serve`: runs until SIGINT/SIGTERM, then drains and returns.

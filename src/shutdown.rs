@@ -29,6 +29,24 @@ impl Signal {
     }
 }
 
+impl Signal {
+    /// Runs `tick` every `period` until shutdown (the first run one period from now).
+    pub async fn every<F: std::future::Future<Output = ()>>(
+        self,
+        period: std::time::Duration,
+        mut tick: impl FnMut() -> F,
+    ) {
+        let stopped = self.wait();
+        tokio::pin!(stopped);
+        loop {
+            tokio::select! {
+                () = &mut stopped => return,
+                () = tokio::time::sleep(period) => tick().await,
+            }
+        }
+    }
+}
+
 /// Resolves on the first SIGINT or SIGTERM.
 pub async fn os_signal() {
     let ctrl_c = async {

@@ -194,22 +194,14 @@ impl Tls {
 
     /// Checks the files every `every` until `stop`.
     pub async fn watch(self: Arc<Self>, every: Duration, stop: shutdown::Signal) {
-        let stopped = stop.wait();
-        tokio::pin!(stopped);
-        loop {
-            tokio::select! {
-                () = &mut stopped => return,
-                () = tokio::time::sleep(every) => {}
-            }
+        stop.every(every, || {
             match self.reload_if_changed() {
-                Ok(true) => {
-                    tracing::info!(cert = %self.files.cert.display(), alpn = ?self.alpn, "TLS certificate reloaded")
-                }
+                Ok(true) => tracing::info!(cert = %self.files.cert.display(), alpn = ?self.alpn, "TLS certificate reloaded"),
                 Ok(false) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "TLS files changed but do not load; the previous certificate keeps serving")
-                }
+                Err(e) => tracing::error!(error = %e, "TLS files changed but do not load; the previous certificate keeps serving"),
             }
-        }
+            std::future::ready(())
+        })
+        .await;
     }
 }

@@ -296,6 +296,17 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+/// Writes `request` on a fresh connection (from a blocking thread) and reads the answer.
+async fn exchange(addr: SocketAddr, request: String) -> (u16, String) {
+    tokio::task::spawn_blocking(move || {
+        let mut c = connect(addr);
+        c.write_all(request.as_bytes()).unwrap();
+        read_response(&mut c).unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -363,17 +374,11 @@ async fn refusals_come_before_the_body_is_read() {
     let addr = s.server.as_ref().unwrap().http_addr;
     // An unknown model is answered from the headers: the body is never sent here, and the
     // answer still comes (long before the 60 s read timeout could produce one).
-    let (code, body) = tokio::task::spawn_blocking(move || {
-        let mut c = connect(addr);
-        write!(
-            c,
-            "POST /v2/models/nope/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"
-        )
-        .unwrap();
-        read_response(&mut c).unwrap()
-    })
-    .await
-    .unwrap();
+    let (code, body) = exchange(
+        addr,
+        "POST /v2/models/nope/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n".into(),
+    )
+    .await;
     assert_eq!(code, 404, "{body}");
 
     // One request holds the only slot while its body has not arrived...
@@ -389,17 +394,12 @@ async fn refusals_come_before_the_body_is_read() {
     // ...so the next one is refused at once, without its body being read.
     let deadline = Instant::now() + Duration::from_secs(20);
     let (code, body) = loop {
-        let r = tokio::task::spawn_blocking(move || {
-            let mut c = connect(addr);
-            write!(
-                c,
-                "POST /v2/models/breast_cancer/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"
-            )
-            .unwrap();
-            read_response(&mut c).unwrap()
-        })
-        .await
-        .unwrap();
+        let r = exchange(
+            addr,
+            "POST /v2/models/breast_cancer/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"
+                .into(),
+        )
+        .await;
         // The holder's request may not have reached the server yet.
         if r.0 == 429 || Instant::now() > deadline {
             break r;
@@ -471,17 +471,12 @@ async fn slow_clients_are_cut_off_while_others_are_served() {
     loris.await.unwrap();
 
     // A body that stalls half-way gets 408.
-    let (code, body) = tokio::task::spawn_blocking(move || {
-        let mut c = connect(addr);
-        write!(
-            c,
-            "POST /v2/models/breast_cancer/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{{\"inputs\""
-        )
-        .unwrap();
-        read_response(&mut c).unwrap()
-    })
-    .await
-    .unwrap();
+    let (code, body) = exchange(
+        addr,
+        "POST /v2/models/breast_cancer/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"inputs\""
+            .into(),
+    )
+    .await;
     assert_eq!(code, 408, "{body}");
     assert!(body.contains("--request-read-timeout-secs"), "{body}");
 

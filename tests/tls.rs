@@ -96,6 +96,25 @@ async fn tls_server(pki: &Pki, client_ca: bool) -> TestServer {
     s
 }
 
+/// `switchyard models` against `server` with extra flags; panics with its stderr if it fails.
+async fn cli_models(server: String, extra: Vec<String>) -> String {
+    let out = blocking(move || {
+        Command::new(BIN)
+            .args(["models", "--server", &server])
+            .args(extra)
+            .env_remove("SWITCHYARD_TOKEN")
+            .output()
+            .unwrap()
+    })
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.unwrap()
 }
@@ -165,21 +184,8 @@ async fn rest_and_cli_over_tls_and_the_certificate_rotates() {
 
     // The operator CLI over https.
     let server = format!("https://127.0.0.1:{}", addr.port());
-    let cli_ca = ca.display().to_string();
-    let out = blocking(move || {
-        Command::new(BIN)
-            .args(["models", "--server", &server, "--ca-cert", &cli_ca])
-            .env_remove("SWITCHYARD_TOKEN")
-            .output()
-            .unwrap()
-    })
-    .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("iris"));
+    let table = cli_models(server, vec!["--ca-cert".into(), ca.display().to_string()]).await;
+    assert!(table.contains("iris"));
 
     // Rotation: new files in place; new connections get the new certificate, no restart.
     assert_eq!(served_certificate(addr, &ca).await, first);
@@ -256,18 +262,13 @@ async fn mutual_tls_requires_a_client_certificate() {
     );
     // The CLI presents its certificate too.
     let server = format!("https://127.0.0.1:{port}");
-    let out = blocking(move || {
-        Command::new(BIN)
-            .args(["models", "--server", &server, "--ca-cert", &ca])
-            .args(["--client-cert", &cert, "--client-key", &key])
-            .env_remove("SWITCHYARD_TOKEN")
-            .output()
-            .unwrap()
-    })
-    .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let flags = [
+        "--ca-cert",
+        &ca,
+        "--client-cert",
+        &cert,
+        "--client-key",
+        &key,
+    ];
+    cli_models(server, flags.iter().map(|f| f.to_string()).collect()).await;
 }
