@@ -169,6 +169,13 @@ async fn call(
 ) -> Result<Value, String> {
     let target = target(&admin.server)?;
     let token = token(admin)?;
+    let local = matches!(target.host.as_str(), "localhost" | "127.0.0.1" | "::1");
+    if token.is_some() && !target.tls && !local {
+        eprintln!(
+            "warning: sending the admin token to {} in plain text; use an https:// server",
+            admin.server
+        );
+    }
     let bytes = body.map(|b| b.to_string()).unwrap_or_default();
     let mut req = Request::builder()
         .method(method)
@@ -181,6 +188,26 @@ async fn call(
     let req = req
         .body(Full::new(Bytes::from(bytes)))
         .map_err(|e| e.to_string())?;
+    tokio::time::timeout(CALL_TIMEOUT, exchange(admin, &target, req))
+        .await
+        .map_err(|_| {
+            format!(
+                "{} did not answer within {} s",
+                admin.server,
+                CALL_TIMEOUT.as_secs()
+            )
+        })?
+        .and_then(|(status, body)| answer(status, &body, token.is_some()))
+}
+
+/// A load waits for the model to load and an unload for its drain, so this is generous.
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+async fn exchange(
+    admin: &AdminArgs,
+    target: &Target,
+    req: Request<Full<Bytes>>,
+) -> Result<(hyper::StatusCode, Bytes), String> {
     let tcp = tokio::net::TcpStream::connect(&target.authority)
         .await
         .map_err(|e| format!("cannot reach {}: {e}", admin.server))?;
@@ -202,16 +229,21 @@ async fn call(
         .await
         .map_err(|e| e.to_string())?
         .to_bytes();
-    let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    Ok((status, body))
+}
+
+/// The JSON answer, or the server's error message with its status.
+fn answer(status: hyper::StatusCode, body: &[u8], sent_token: bool) -> Result<Value, String> {
+    let value: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     if status.is_success() {
         Ok(value)
     } else {
         let msg = value["error"]
             .as_str()
             .map(String::from)
-            .unwrap_or_else(|| String::from_utf8_lossy(&body).to_string());
-        let hint = match (status.as_u16(), &token) {
-            (401, None) => " (give a token with --token-file or SWITCHYARD_TOKEN)",
+            .unwrap_or_else(|| String::from_utf8_lossy(body).to_string());
+        let hint = match (status.as_u16(), sent_token) {
+            (401, false) => " (give a token with --token-file or SWITCHYARD_TOKEN)",
             _ => "",
         };
         Err(format!("{msg} ({status}){hint}"))

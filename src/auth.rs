@@ -95,13 +95,24 @@ fn digest(token: &[u8]) -> Digest32 {
 pub struct TokenFile {
     path: PathBuf,
     tokens: ArcSwap<Vec<Digest32>>,
-    stamp: Mutex<Option<(u64, SystemTime)>>,
+    stamp: Mutex<Option<FileStamp>>,
 }
 
-fn stamp_of(path: &Path) -> Option<(u64, SystemTime)> {
-    std::fs::metadata(path)
-        .ok()
-        .map(|m| (m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)))
+/// What a file looks like: size, times and inode, so a same-size rewrite (a rotated token of the
+/// same length) or a rename over the file is seen even within one timestamp tick.
+pub type FileStamp = (u64, SystemTime, u64, i64, i64);
+
+pub fn stamp_of(path: &Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| {
+        (
+            m.len(),
+            m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            m.ino(),
+            m.ctime(),
+            m.ctime_nsec(),
+        )
+    })
 }
 
 fn parse_tokens(path: &Path, text: &str) -> Result<Vec<Digest32>, TokenFileError> {
@@ -219,8 +230,9 @@ impl Auth {
         self.infer.is_some()
     }
 
-    /// Decides a call. `peer` is the caller's address (`None` when unknown: treated as remote);
-    /// `authorization` the raw `Authorization` header or metadata value.
+    /// Decides a call. `peer` is the caller's address (`None` when unknown: treated as remote;
+    /// callers pass `None` for a request a proxy forwarded, see [`forwarded`]); `authorization`
+    /// the raw `Authorization` header or metadata value.
     pub fn check(
         &self,
         scope: Scope,
@@ -296,6 +308,21 @@ impl Auth {
     }
 }
 
+/// Headers a proxy adds when it forwards a request. A request carrying one came through a proxy,
+/// so its loopback address says nothing about the caller: the loopback-only default must not let a
+/// proxy on the same host (nginx, Envoy, a service-mesh sidecar) open admin to everyone.
+pub const FORWARDING_HEADERS: &[&str] = &["forwarded", "x-forwarded-for", "x-real-ip"];
+
+/// The caller's address as far as the access policy is concerned: unknown if a proxy forwarded it.
+pub fn effective_peer(peer: Option<IpAddr>, forwarded: bool) -> Option<IpAddr> {
+    if forwarded { None } else { peer }
+}
+
+/// Whether a request's headers say it was forwarded by a proxy.
+pub fn forwarded(headers: &http::HeaderMap) -> bool {
+    FORWARDING_HEADERS.iter().any(|h| headers.contains_key(*h))
+}
+
 /// Loopback, including IPv4-mapped IPv6 (`::ffff:127.0.0.1`, what a dual-stack socket reports).
 pub fn is_loopback(ip: &IpAddr) -> bool {
     match ip {
@@ -349,6 +376,27 @@ mod tests {
                 .contains("--admin-token-file")
         );
         assert_eq!(auth.check(Scope::Infer, REMOTE, None), Ok(()));
+    }
+
+    #[test]
+    fn forwarded_requests_are_not_loopback() {
+        let mut headers = http::HeaderMap::new();
+        assert!(!forwarded(&headers));
+        headers.insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
+        assert!(forwarded(&headers));
+        let auth = Auth::default();
+        assert_eq!(
+            auth.check(
+                Scope::Admin,
+                effective_peer(LOCAL, forwarded(&headers)),
+                None
+            ),
+            Err(AuthError::LoopbackOnly)
+        );
+        assert_eq!(
+            auth.check(Scope::Admin, effective_peer(LOCAL, false), None),
+            Ok(())
+        );
     }
 
     #[test]

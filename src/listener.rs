@@ -136,6 +136,29 @@ pub fn accept(
             // Responses are small and latency matters more than packet count.
             let _ = tcp.set_nodelay(true);
             match &tls {
+                // HTTP/2 has no header timeout of its own: a gRPC connection that sends nothing
+                // would be held forever, so it must start talking within the handshake timeout.
+                None if protocol == "grpc" => {
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        let mut first = [0u8; 1];
+                        match tokio::time::timeout(handshake_timeout, tcp.peek(&mut first)).await {
+                            Ok(Ok(n)) if n > 0 => {
+                                let _ = tx
+                                    .send(Accepted {
+                                        io: Conn::Plain(tcp),
+                                        peer,
+                                    })
+                                    .await;
+                            }
+                            Ok(_) => {}
+                            Err(_) => {
+                                metrics::record_connection_error(protocol, "read_timeout");
+                                tracing::debug!(protocol, %peer, "closed a connection that sent nothing");
+                            }
+                        }
+                    });
+                }
                 None => {
                     if tx
                         .send(Accepted {

@@ -32,6 +32,8 @@ pub struct Server {
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
     pub service: Arc<Service>,
+    /// The server-wide inference slots (`--max-concurrent-requests`), shared by REST and gRPC.
+    pub admission: Arc<Semaphore>,
     trigger: shutdown::Trigger,
     http_task: JoinHandle<Result<(), String>>,
     grpc_task: JoinHandle<Result<(), String>>,
@@ -110,6 +112,7 @@ impl Server {
             admission: admission.clone(),
             max_concurrent_requests: args.max_concurrent_requests,
             read_timeout,
+            stop: signal.clone(),
         }));
         let http_incoming = listener::accept(
             http_listener,
@@ -133,7 +136,7 @@ impl Server {
         let guard = grpc::guard::Guard {
             read_timeout,
             auth,
-            admission,
+            admission: admission.clone(),
             max_concurrent_requests: args.max_concurrent_requests,
             service: service.clone(),
         };
@@ -162,6 +165,7 @@ impl Server {
             http_addr,
             grpc_addr,
             service,
+            admission,
             trigger,
             http_task,
             grpc_task,

@@ -70,6 +70,14 @@ fn check_name(model: &str) -> Result<()> {
     registry::validate_model_name(model).map_err(|e| Error::invalid(e.to_string()))
 }
 
+/// The refusal when the server already handles `--max-concurrent-requests` inference requests.
+pub fn server_busy(limit: usize) -> Error {
+    Error::Overloaded(format!(
+        "the server is handling its maximum of {limit} concurrent inference requests \
+         (--max-concurrent-requests); retry later"
+    ))
+}
+
 pub struct Service {
     models: Arc<ModelManager>,
     strict_readiness: bool,

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
@@ -137,7 +137,7 @@ pub fn build(files: &TlsFiles, alpn: Alpn) -> Result<ServerConfig, TlsError> {
     Ok(config)
 }
 
-type Stamps = Vec<Option<(u64, SystemTime)>>;
+type Stamps = Vec<Option<crate::auth::FileStamp>>;
 
 /// The live TLS configuration of one listener, rebuilt when its files change.
 pub struct Tls {
@@ -160,11 +160,7 @@ impl Tls {
     }
 
     fn stamps_of(files: &TlsFiles) -> Stamps {
-        let stamp = |p: &Path| {
-            std::fs::metadata(p)
-                .ok()
-                .map(|m| (m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)))
-        };
+        let stamp = |p: &Path| crate::auth::stamp_of(p);
         let mut out = vec![stamp(&files.cert), stamp(&files.key)];
         if let Some(ca) = &files.client_ca {
             out.push(stamp(ca));

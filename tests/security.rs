@@ -252,6 +252,11 @@ async fn cli_sends_its_token() {
 
 /// Reads an HTTP/1.1 response head and as much body as `Content-Length` says.
 fn read_response(stream: &mut TcpStream) -> std::io::Result<(u16, String)> {
+    read_answer(stream, false)
+}
+
+/// As [`read_response`]; `head_only` for the answer to a HEAD request (headers, no body).
+fn read_answer(stream: &mut TcpStream, head_only: bool) -> std::io::Result<(u16, String)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -270,6 +275,7 @@ fn read_response(stream: &mut TcpStream) -> std::io::Result<(u16, String)> {
                         .map(|v| v.trim().parse::<usize>().unwrap_or(0))
                 })
                 .unwrap_or(0);
+            let len = if head_only { 0 } else { len };
             while buf.len() < end + 4 + len {
                 let n = stream.read(&mut chunk)?;
                 if n == 0 {
@@ -301,7 +307,7 @@ async fn exchange(addr: SocketAddr, request: String) -> (u16, String) {
     tokio::task::spawn_blocking(move || {
         let mut c = connect(addr);
         c.write_all(request.as_bytes()).unwrap();
-        read_response(&mut c).unwrap()
+        read_answer(&mut c, request.starts_with("HEAD ")).unwrap()
     })
     .await
     .unwrap()
@@ -381,39 +387,72 @@ async fn refusals_come_before_the_body_is_read() {
     .await;
     assert_eq!(code, 404, "{body}");
 
-    // One request holds the only slot while its body has not arrived...
-    let mut holder = connect(addr);
+    // A slow upload holds no server-wide slot: with one slot, a request whose body has not
+    // arrived does not keep another from being served.
+    let mut slow = connect(addr);
     let payload = serde_json::to_vec(&bc_body(1)).unwrap();
     write!(
-        holder,
+        slow,
         "POST /v2/models/breast_cancer/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
         payload.len()
     )
     .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    // ...so the next one is refused at once, without its body being read.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let (code, body) = loop {
-        let r = exchange(
-            addr,
-            "POST /v2/models/breast_cancer/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"
-                .into(),
-        )
+    let (code, _) = s
+        .post_json("/v2/models/breast_cancer/infer", &bc_body(1))
         .await;
-        // The holder's request may not have reached the server yet.
-        if r.0 == 429 || Instant::now() > deadline {
-            break r;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    assert_eq!(code, 200);
+    // With every slot taken (here by the test itself), a request is refused from its headers:
+    // its body is never sent, and the answer still comes.
+    let slot = s
+        .server
+        .as_ref()
+        .unwrap()
+        .admission
+        .clone()
+        .acquire_owned()
+        .await
+        .unwrap();
+    let (code, body) = exchange(
+        addr,
+        "POST /v2/models/breast_cancer/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"
+            .into(),
+    )
+    .await;
     assert_eq!(code, 429, "{body}");
     assert!(body.contains("--max-concurrent-requests"), "{body}");
-    // The holder finishes normally once its body arrives.
-    holder.write_all(&payload).unwrap();
-    let (code, _) = tokio::task::spawn_blocking(move || read_response(&mut holder).unwrap())
+    // gRPC is refused before its message is decoded, the same way.
+    let grpc = s.server.as_ref().unwrap().grpc_addr;
+    let mut c = GrpcInferenceServiceClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    let e = c
+        .model_infer(pb::ModelInferRequest {
+            model_name: "breast_cancer".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    drop(slot);
+    // The slow upload finishes normally once its body arrives.
+    slow.write_all(&payload).unwrap();
+    let (code, _) = tokio::task::spawn_blocking(move || read_response(&mut slow).unwrap())
         .await
         .unwrap();
     assert_eq!(code, 200);
+    // A client that waits for `100 Continue` is answered with the refusal instead, never invited
+    // to upload a body that would be thrown away.
+    let (code, _) = exchange(
+        addr,
+        "POST /v2/models/nope/infer HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 100000\r\n\r\n"
+            .into(),
+    )
+    .await;
+    assert_eq!(
+        code, 404,
+        "the first answer is the refusal, not 100 Continue"
+    );
     let metrics = s.text("/metrics").await;
     assert!(
         metric_sum(
@@ -609,4 +648,55 @@ async fn a_grpc_message_that_trickles_in_is_cut_off() {
             .into_inner()
             .ready
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_paths_cannot_be_dressed_up_and_proxies_are_not_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = write_tokens(dir.path(), "admin", "the-admin-token\n");
+    let s = TestServer::start_configured(&["iris"], |a| a.admin_token_file = Some(tokens)).await;
+    let addr = s.server.as_ref().unwrap().http_addr;
+    // Spellings a proxy or a client might normalise differently: none reaches an admin handler.
+    for (method, path) in [
+        ("GET", "//admin/models"),
+        ("GET", "/%61dmin/models"),
+        ("GET", "/admin/models/"),
+        ("GET", "/ADMIN/models"),
+        ("HEAD", "/admin/models"),
+        ("POST", "/admin/models/iris/promote/"),
+        ("POST", "/admin//models/iris/promote"),
+        ("POST", "/v2/repository/models/iris%2Fx/load"),
+        ("POST", "/v2//repository/index"),
+    ] {
+        let (code, body) = exchange(
+            addr,
+            format!("{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 15\r\n\r\n{{\"version\": 1}}"),
+        )
+        .await;
+        assert!(
+            code == 401 || code == 404,
+            "{method} {path} answered {code}: {body}"
+        );
+    }
+    let status = s.server.as_ref().unwrap().service.status();
+    assert!(status.iter().all(|v| !v.pinned), "nothing was promoted");
+    drop(s);
+
+    // Without a token file, loopback may administer, but not through a proxy that forwarded the
+    // request (its loopback address says nothing about the caller).
+    let s = TestServer::start(&["iris"]).await;
+    assert_eq!(get_with(&s, "/admin/models", None).await.0, 200);
+    for header in [
+        "X-Forwarded-For: 203.0.113.7",
+        "Forwarded: for=203.0.113.7",
+        "X-Real-IP: 203.0.113.7",
+    ] {
+        let addr = s.server.as_ref().unwrap().http_addr;
+        let (code, body) = exchange(
+            addr,
+            format!("GET /admin/models HTTP/1.1\r\nHost: x\r\n{header}\r\n\r\n"),
+        )
+        .await;
+        assert_eq!(code, 403, "{header}: {body}");
+    }
 }

@@ -18,9 +18,8 @@ use tonic::transport::server::TcpConnectInfo;
 use tower::{Layer, Service};
 
 use super::code_of;
-use crate::auth::{Auth, AuthError, Scope};
+use crate::auth::{self, Auth, AuthError, Scope};
 use crate::core::infer::Protocol;
-use crate::error::Error;
 use crate::monitoring::metrics;
 use crate::service;
 
@@ -148,11 +147,8 @@ where
                 .headers()
                 .get(http::header::AUTHORIZATION)
                 .map(http::HeaderValue::as_bytes);
-            if let Err(e) = self
-                .guard
-                .auth
-                .check(scope, peer.map(|p| p.ip()), authorization)
-            {
+            let caller = auth::effective_peer(peer.map(|p| p.ip()), auth::forwarded(req.headers()));
+            if let Err(e) = self.guard.auth.check(scope, caller, authorization) {
                 metrics::record_auth_refusal("grpc", scope.as_str(), e.label());
                 if scope == Scope::Admin {
                     tracing::warn!(method = path, peer = %crate::http::guard::peer_text(peer), outcome = "refused", reason = e.label(), "admin call refused");
@@ -161,26 +157,15 @@ where
                 return Box::pin(async move { Ok(response) });
             }
         }
-        let permit = if path == MODEL_INFER {
-            match self.guard.admission.clone().try_acquire_owned() {
-                Ok(permit) => Some(permit),
-                Err(_) => {
-                    let e = Error::Overloaded(format!(
-                        "the server is handling its maximum of {} concurrent inference requests \
-                         (--max-concurrent-requests); retry later",
-                        self.guard.max_concurrent_requests
-                    ));
-                    // The model name is inside the message, which is not decoded for a refusal.
-                    self.guard
-                        .service
-                        .record_refused(Protocol::Grpc, Instant::now(), "", &e);
-                    let response = Status::new(code_of(&e), e.to_string()).into_http();
-                    return Box::pin(async move { Ok(response) });
-                }
-            }
-        } else {
-            None
-        };
+        if path == MODEL_INFER && self.guard.admission.available_permits() == 0 {
+            // Refused before the message is decoded; the slot itself is taken in the handler.
+            let e = service::server_busy(self.guard.max_concurrent_requests);
+            self.guard
+                .service
+                .record_refused(Protocol::Grpc, Instant::now(), "", &e);
+            let response = Status::new(code_of(&e), e.to_string()).into_http();
+            return Box::pin(async move { Ok(response) });
+        }
         let req = if path == MODEL_STREAM_INFER {
             req
         } else {
@@ -196,11 +181,7 @@ where
         // The usual tower dance: the clone is ready only after poll_ready, so keep the ready one.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(async move {
-            let response = inner.call(req).await;
-            drop(permit);
-            response
-        })
+        Box::pin(inner.call(req))
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{Stream, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::core::infer::Protocol;
@@ -82,6 +82,9 @@ fn audit<T>(
 #[derive(Clone)]
 pub struct GrpcFrontEnd {
     service: Arc<Service>,
+    /// Server-wide inference slots (`--max-concurrent-requests`), shared with REST.
+    admission: Arc<Semaphore>,
+    max_concurrent: usize,
 }
 
 fn tensor_metadata(specs: &[TensorSpec]) -> Vec<pb::model_metadata_response::TensorMetadata> {
@@ -96,8 +99,12 @@ fn tensor_metadata(specs: &[TensorSpec]) -> Vec<pb::model_metadata_response::Ten
 }
 
 impl GrpcFrontEnd {
-    pub fn new(service: Arc<Service>) -> Self {
-        Self { service }
+    pub fn new(service: Arc<Service>, admission: Arc<Semaphore>, max_concurrent: usize) -> Self {
+        Self {
+            service,
+            admission,
+            max_concurrent,
+        }
     }
 
     async fn infer_one(
@@ -178,9 +185,16 @@ impl GrpcInferenceService for GrpcFrontEnd {
         req: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let started = Instant::now();
-        Ok(Response::new(
-            self.infer_one(started, req.into_inner()).await?,
-        ))
+        let req = req.into_inner();
+        // The slot is taken once the message is in (the guard refused already if none was
+        // free), so a client that trickles its message holds none.
+        let Ok(_permit) = self.admission.clone().try_acquire_owned() else {
+            let e = service::server_busy(self.max_concurrent);
+            self.service
+                .record_refused(Protocol::Grpc, started, &req.model_name, &e);
+            return Err(e.into());
+        };
+        Ok(Response::new(self.infer_one(started, req).await?))
     }
 
     type ModelStreamInferStream = ResponseStream;
@@ -228,9 +242,10 @@ impl GrpcInferenceService for GrpcFrontEnd {
         &self,
         req: Request<pb::RepositoryIndexRequest>,
     ) -> Result<Response<pb::RepositoryIndexResponse>, Status> {
-        let models = self
-            .service
-            .repository_index(req.into_inner().ready)
+        let peer = req.remote_addr();
+        let index = self.service.repository_index(req.into_inner().ready);
+        audit::<()>("index", "", peer, &Ok(()));
+        let models = index
             .into_iter()
             .map(|e| pb::repository_index_response::ModelIndex {
                 name: e.name,
@@ -312,7 +327,12 @@ pub async fn serve(
     let (health, health_service) = tonic_health::server::health_reporter();
     // `grpc.health.v1` follows readiness: NOT_SERVING while loading and once draining.
     tokio::spawn(report_health(health, service.clone(), stop.clone()));
-    let inference = GrpcInferenceServiceServer::new(GrpcFrontEnd::new(service))
+    let front_end = GrpcFrontEnd::new(
+        service,
+        guard.admission.clone(),
+        guard.max_concurrent_requests,
+    );
+    let inference = GrpcInferenceServiceServer::new(front_end)
         .max_decoding_message_size(options.max_message_size)
         .max_encoding_message_size(options.max_message_size);
     // Connections arrive accepted (TCP_NODELAY set, TLS done) from the shared listener.

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
@@ -65,8 +66,13 @@ async fn unload(State(s): State<Arc<HttpState>>, Path(model): Path<String>) -> R
 async fn promote(
     State(s): State<Arc<HttpState>>,
     Path(model): Path<String>,
-    body: Bytes,
+    headers: HeaderMap,
+    body: Body,
 ) -> Response {
+    let body = match super::read_small_body(&s, &headers, body).await {
+        Ok(b) => b,
+        Err(e) => return error_response(&e),
+    };
     let version = match serde_json::from_slice::<Value>(&body) {
         Ok(v) => match &v["version"] {
             Value::Null => None,

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use super::HEADER_CONTENT_LENGTH;
 use crate::error::{Error, Result};
+use crate::shutdown;
 
 fn too_large(size: u64, limit: usize) -> Error {
     Error::PayloadTooLarge {
@@ -33,14 +34,48 @@ pub fn content_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.parse::<u64>().ok())
 }
 
-/// Reads and discards up to `budget` bytes of `body` in the background, until `deadline`, so a
-/// client that writes its whole body before reading can read the answer it gets early.
-pub fn discard(body: Body, budget: u64, deadline: Instant) {
+/// What to do with a body that will not (all) be read: its read deadline, whether the client is
+/// waiting for `100 Continue` before it sends the body, and the server's shutdown signal.
+#[derive(Clone)]
+pub struct Leftover {
+    pub deadline: Instant,
+    pub expect_continue: bool,
+    pub stop: shutdown::Signal,
+}
+
+impl Leftover {
+    /// For a request that arrived now.
+    pub fn new(headers: &HeaderMap, read_timeout: Duration, stop: &shutdown::Signal) -> Self {
+        Self {
+            deadline: Instant::now() + read_timeout,
+            expect_continue: headers
+                .get(header::EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue")),
+            stop: stop.clone(),
+        }
+    }
+}
+
+/// Reads and discards up to `budget` bytes of `body` in the background, until the read deadline or
+/// shutdown, so a client that writes its whole body before reading can read the answer it gets
+/// early. A client that asked for `100 Continue` has sent nothing yet: its body is dropped, so
+/// it is never invited to upload what will be thrown away.
+pub fn discard(body: Body, budget: u64, how: &Leftover) {
+    if how.expect_continue {
+        return;
+    }
+    let (deadline, stop) = (how.deadline, how.stop.clone());
     tokio::spawn(async move {
         let mut body = body;
         let mut seen = 0u64;
+        let stopped = stop.wait();
+        tokio::pin!(stopped);
         while seen <= budget {
-            match tokio::time::timeout_at(deadline, body.frame()).await {
+            let frame = tokio::select! {
+                () = &mut stopped => return,
+                f = tokio::time::timeout_at(deadline, body.frame()) => f,
+            };
+            match frame {
                 Ok(Some(Ok(frame))) => {
                     seen += frame.data_ref().map_or(0, |d| d.len() as u64);
                 }
@@ -51,20 +86,16 @@ pub fn discard(body: Body, budget: u64, deadline: Instant) {
 }
 
 /// Reads the whole (still encoded) body, refusing more than `limit` bytes and a body that has not
-/// arrived by `deadline`. What a refused client still sends is discarded in the background.
-pub async fn read(
-    body: Body,
-    headers: &HeaderMap,
-    limit: usize,
-    deadline: Instant,
-) -> Result<Bytes> {
+/// arrived by the read deadline. What a refused client still sends is discarded in the background.
+pub async fn read(body: Body, headers: &HeaderMap, limit: usize, how: &Leftover) -> Result<Bytes> {
+    let deadline = how.deadline;
     let declared = content_length(headers);
     if let Some(len) = declared
         && len > limit as u64
     {
         // Discard what fits the budget; a body larger than that closes the connection.
         if len <= 2 * limit as u64 {
-            discard(body, len, deadline);
+            discard(body, len, how);
         }
         return Err(too_large(len, limit));
     }
@@ -92,7 +123,7 @@ pub async fn read(
         };
         total += data.len();
         if total > limit {
-            discard(body, limit as u64, deadline);
+            discard(body, limit as u64, how);
             return Err(too_large(total as u64, limit));
         }
         chunks.push(data);
@@ -167,9 +198,4 @@ pub fn header_length(headers: &HeaderMap) -> Result<Option<usize>> {
                 ))
             }),
     }
-}
-
-/// The deadline for a request that arrived now.
-pub fn deadline(read_timeout: Duration) -> Instant {
-    Instant::now() + read_timeout
 }

@@ -13,10 +13,10 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::{HttpState, body, error_response};
-use crate::auth::{AuthError, Scope};
+use crate::auth::{self, AuthError, Scope};
 use crate::core::infer::Protocol;
-use crate::error::Error;
 use crate::monitoring::metrics;
+use crate::service;
 
 /// The scope a path needs: everything that changes or lists server state is admin.
 pub fn scope_of(path: &str) -> Scope {
@@ -73,8 +73,8 @@ pub fn peer_text(peer: Option<SocketAddr>) -> String {
 
 /// Answers `response` to a request whose body will not be read, discarding the body politely.
 fn refuse(s: &HttpState, req: Request, response: Response) -> Response {
-    let deadline = body::deadline(s.read_timeout);
-    body::discard(req.into_body(), s.max_request_size as u64, deadline);
+    let leftover = body::Leftover::new(req.headers(), s.read_timeout, &s.stop);
+    body::discard(req.into_body(), s.max_request_size as u64, &leftover);
     response
 }
 
@@ -89,7 +89,8 @@ pub async fn guard(State(s): State<Arc<HttpState>>, req: Request, next: Next) ->
         .headers()
         .get(header::AUTHORIZATION)
         .map(HeaderValue::as_bytes);
-    if let Err(e) = s.auth.check(scope, peer.map(|p| p.ip()), authorization) {
+    let caller = auth::effective_peer(peer.map(|p| p.ip()), auth::forwarded(req.headers()));
+    if let Err(e) = s.auth.check(scope, caller, authorization) {
         metrics::record_auth_refusal("http", scope.as_str(), e.label());
         if scope == Scope::Admin {
             tracing::warn!(
@@ -126,27 +127,19 @@ pub async fn guard(State(s): State<Arc<HttpState>>, req: Request, next: Next) ->
             );
             response
         }
-        Scope::Infer if req.method() == Method::POST && path.ends_with("/infer") => {
-            // Server-wide admission: refused before the body is read or decoded.
-            match s.admission.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    let response = next.run(req).await;
-                    drop(permit);
-                    response
-                }
-                Err(_) => {
-                    let started = Instant::now();
-                    let e = Error::Overloaded(format!(
-                        "the server is handling its maximum of {} concurrent inference requests \
-                         (--max-concurrent-requests); retry later",
-                        s.max_concurrent_requests
-                    ));
-                    let model = model_of(path).unwrap_or_default();
-                    s.service.record_refused(Protocol::Http, started, model, &e);
-                    let response = error_response(&e);
-                    refuse(&s, req, response)
-                }
-            }
+        Scope::Infer
+            if req.method() == Method::POST
+                && path.ends_with("/infer")
+                && s.admission.available_permits() == 0 =>
+        {
+            // Server-wide admission, refused before the body is read; the slot itself is taken
+            // once the body is in (`run_infer`), so slow uploads cannot hold them all.
+            let e = service::server_busy(s.max_concurrent_requests);
+            let model = model_of(path).unwrap_or_default();
+            s.service
+                .record_refused(Protocol::Http, Instant::now(), model, &e);
+            let response = error_response(&e);
+            refuse(&s, req, response)
         }
         Scope::Infer => next.run(req).await,
     }

@@ -45,6 +45,8 @@ pub struct HttpState {
     pub max_concurrent_requests: usize,
     /// Time a request's body has to arrive (`--request-read-timeout-secs`).
     pub read_timeout: Duration,
+    /// Shutdown: ends the background reads of refused bodies.
+    pub stop: crate::shutdown::Signal,
 }
 
 pub fn router(state: Arc<HttpState>) -> Router {
@@ -234,19 +236,35 @@ async fn run_infer(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let deadline = body::deadline(s.read_timeout);
-    // Admission before work: an unknown model or a full queue costs no body read or parse.
-    let target = s.service.resolve(&model, &version);
-    let early = match &target {
+    let leftover = body::Leftover::new(&headers, s.read_timeout, &s.stop);
+    // Admission before work: an unknown model, a full queue or a bad header costs no body read.
+    let first = s.service.resolve(&model, &version);
+    let early = match &first {
         Err(e) => Some(e.clone()),
         Ok(t) => t.scheduler.refuse_if_full().err(),
-    };
-    let request = match early {
+    }
+    .or_else(|| {
+        body::header_length(&headers)
+            .and_then(|_| body::encoding(&headers))
+            .err()
+    });
+    let (target, request, _permit) = match early {
         Some(e) => {
-            body::discard(body, s.max_request_size as u64, deadline);
-            Err(e)
+            body::discard(body, s.max_request_size as u64, &leftover);
+            (first, Err(e), None)
         }
-        None => decode(&s, &headers, body, deadline).await,
+        None => {
+            // Not held across the upload: a slow client must not keep an unloaded version alive.
+            drop(first);
+            let read = decode(&s, &headers, body, &leftover).await;
+            // The server-wide slot is taken once the body is in, so slow uploads hold none.
+            let permit = s.admission.clone().try_acquire_owned().ok();
+            let read = match (read, &permit) {
+                (Ok(_), None) => Err(service::server_busy(s.max_concurrent_requests)),
+                (read, _) => read,
+            };
+            (s.service.resolve(&model, &version), read, permit)
+        }
     };
     let (request, format) = match request {
         Ok((r, f)) => (Ok(r), f),
@@ -289,11 +307,11 @@ async fn decode(
     s: &HttpState,
     headers: &HeaderMap,
     body: Body,
-    deadline: tokio::time::Instant,
+    leftover: &body::Leftover,
 ) -> crate::error::Result<(crate::core::infer::InferRequest, codec::OutputFormat)> {
     let header_len = body::header_length(headers)?;
     let encoding = body::encoding(headers)?;
-    let bytes = body::read(body, headers, s.max_request_size, deadline).await?;
+    let bytes = body::read(body, headers, s.max_request_size, leftover).await?;
     let limit = s.max_request_size;
     let work = move || {
         let bytes = body::decompress(bytes, encoding, limit)?;
@@ -308,13 +326,35 @@ async fn decode(
     }
 }
 
+/// Largest body of a control request (index, promote).
+const CONTROL_BODY_LIMIT: usize = 64 * 1024;
+
+/// Reads a control request's small JSON body under the same read deadline as inference bodies.
+pub async fn read_small_body(
+    s: &HttpState,
+    headers: &HeaderMap,
+    body: Body,
+) -> crate::error::Result<bytes::Bytes> {
+    let leftover = body::Leftover::new(headers, s.read_timeout, &s.stop);
+    let limit = CONTROL_BODY_LIMIT.min(s.max_request_size);
+    body::read(body, headers, limit, &leftover).await
+}
+
 /// Whether the declared body is at most `limit` bytes (unknown length counts as large).
 fn headers_small(headers: &HeaderMap, limit: usize) -> bool {
     body::content_length(headers).is_some_and(|n| n <= limit as u64)
 }
 
 /// The repository extension's index: `POST /v2/repository/index`, optional body `{"ready": true}`.
-async fn repository_index(State(s): State<Arc<HttpState>>, body: axum::body::Bytes) -> Response {
+async fn repository_index(
+    State(s): State<Arc<HttpState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let body = match read_small_body(&s, &headers, body).await {
+        Ok(b) => b,
+        Err(e) => return error_response(&e),
+    };
     let ready_only = if body.iter().all(u8::is_ascii_whitespace) {
         false
     } else {

@@ -153,8 +153,9 @@ pub fn load(
             if !available {
                 return Err(SessionError::NoCuda {
                     device: opts.device,
+                    // The file name only: this reason reaches callers of infer and metadata.
                     library: crate::runtime::library::loaded_path()
-                        .map(|p| p.display().to_string())
+                        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
                         .unwrap_or_default(),
                 });
             }
