@@ -6,6 +6,8 @@
 #   tls    - --tls-cert/--tls-key (no tokens), one TLS connection per caller.
 # Rounds alternate the servers (plain, auth, tls, plain, auth, tls, ...) so drift on a shared machine
 # hits each alike; the summary gives each round and the median ratio against plain.
+#   before - optional: BASELINE_BIN=path/to/an/older/switchyard (plain), to see what the hardening
+#            costs on the unauthenticated path itself.
 # Usage: loadtest/security_bench.sh   Env: DURATION=10s WARMUP=2s CONNS=32 ROUNDS=3 OUT=target/bench-results
 # Needs: python3 with venv (benchmark models), openssl, curl.
 set -euo pipefail
@@ -39,7 +41,7 @@ printf 'bench-infer-token-0123456789abcdef\n' >"$SEC/infer-tokens"
 
 start_sy() {   # <http port> <grpc port> <scheme> [flags...]; prints the PID
   local http=$1 grpc=$2 scheme=$3; shift 3
-  target/release/switchyard serve --model-repository target/bench-models --host 127.0.0.1 \
+  ${BIN:-target/release/switchyard} serve --model-repository target/bench-models --host 127.0.0.1 \
     --http-port "$http" --grpc-port "$grpc" "$@" >"$SEC/switchyard-$http.log" 2>&1 &
   local pid=$!
   for _ in $(seq 1 100); do
@@ -52,6 +54,10 @@ start_sy() {   # <http port> <grpc port> <scheme> [flags...]; prints the PID
 PLAIN=$(start_sy 9200 9201 http); PIDS+=("$PLAIN")
 AUTH=$(start_sy 9300 9301 http --admin-token-file "$SEC/admin-tokens" --infer-token-file "$SEC/infer-tokens"); PIDS+=("$AUTH")
 TLS=$(start_sy 9400 9401 https --tls-cert "$SEC/server.pem" --tls-key "$SEC/server.key"); PIDS+=("$TLS")
+KINDS="plain auth tls"
+if [ -n "${BASELINE_BIN:-}" ]; then
+  BEFORE=$(BIN=$BASELINE_BIN start_sy 9500 9501 http); PIDS+=("$BEFORE"); KINDS="before $KINDS"
+fi
 
 run() {   # <name> <args...>
   local name=$1; shift
@@ -59,19 +65,22 @@ run() {   # <name> <args...>
     --json >"$SEC/$name.json" 2>"$SEC/$name.err" || cat "$SEC/$name.err" >&2
 }
 for r in $(seq 1 "$ROUNDS"); do
+  if [ -n "${BASELINE_BIN:-}" ]; then
+    run "r$r-before-rest" --target before=http://127.0.0.1:9500 --server-pid "before=$BEFORE" --target before-grpc=grpc://127.0.0.1:9501 --server-pid "before-grpc=$BEFORE"
+  fi
   run "r$r-plain-rest" --target plain=http://127.0.0.1:9200 --server-pid "plain=$PLAIN" --target plain-grpc=grpc://127.0.0.1:9201 --server-pid "plain-grpc=$PLAIN"
   run "r$r-auth-rest" --token-file "$SEC/infer-tokens" --target auth=http://127.0.0.1:9300 --server-pid "auth=$AUTH" --target auth-grpc=grpc://127.0.0.1:9301 --server-pid "auth-grpc=$AUTH"
   run "r$r-tls-rest" --ca-cert "$SEC/ca.pem" --target tls=https://localhost:9400 --server-pid "tls=$TLS" --target tls-grpc=grpcs://localhost:9401 --server-pid "tls-grpc=$TLS"
 done
 
-python3 - "$SEC" "$ROUNDS" <<'PY' | tee "$OUT/security-summary.md"
+python3 - "$SEC" "$ROUNDS" "$KINDS" <<'PY' | tee "$OUT/security-summary.md"
 import json, os, statistics, subprocess, sys
-sec, rounds = sys.argv[1], int(sys.argv[2])
+sec, rounds, kinds = sys.argv[1], int(sys.argv[2]), sys.argv[3].split()
 cpu = next((l.split(":", 1)[1].strip() for l in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
             if l.startswith("Model name")), "unknown CPU")
 rows = {}
 for r in range(1, rounds + 1):
-    for kind in ["plain", "auth", "tls"]:
+    for kind in kinds:
         f = os.path.join(sec, f"r{r}-{kind}-rest.json")
         try:
             doc = json.load(open(f))
@@ -85,7 +94,7 @@ print("| server | protocol | req/s per round | median req/s | vs plain | median 
 print("|---|---|---|---|---|---|---|")
 for proto in ["rest", "grpc"]:
     base = statistics.median(x["requests_per_s"] for x in rows.get(("plain", proto), [{"requests_per_s": float("nan")}]))
-    for kind in ["plain", "auth", "tls"]:
+    for kind in kinds:
         rs = rows.get((kind, proto), [])
         if not rs:
             continue
