@@ -434,6 +434,23 @@ async fn refusals_come_before_the_body_is_read() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    // Each message of a stream needs a slot too: refused in-stream, the stream goes on.
+    let msg = pb::ModelInferRequest {
+        model_name: "breast_cancer".into(),
+        id: "m1".into(),
+        ..Default::default()
+    };
+    let mut stream = c
+        .model_stream_infer(futures_util::stream::iter(vec![msg]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = stream.message().await.unwrap().unwrap();
+    assert!(
+        answer.error_message.contains("--max-concurrent-requests"),
+        "{answer:?}"
+    );
+    assert_eq!(answer.infer_response.unwrap().id, "m1");
     drop(slot);
     // The slow upload finishes normally once its body arrives.
     slow.write_all(&payload).unwrap();

@@ -107,6 +107,23 @@ impl GrpcFrontEnd {
         }
     }
 
+    /// Takes a server-wide slot (`--max-concurrent-requests`) for one decoded request, then runs
+    /// it. The slot is taken once the message is in, so a client that trickles its message holds
+    /// none; each message of a stream takes its own.
+    async fn infer_admitted(
+        &self,
+        started: Instant,
+        req: pb::ModelInferRequest,
+    ) -> Result<pb::ModelInferResponse, Error> {
+        let Ok(_slot) = self.admission.clone().try_acquire_owned() else {
+            let e = service::server_busy(self.max_concurrent);
+            self.service
+                .record_refused(Protocol::Grpc, started, &req.model_name, &e);
+            return Err(e);
+        };
+        self.infer_one(started, req).await
+    }
+
     async fn infer_one(
         &self,
         started: Instant,
@@ -185,16 +202,9 @@ impl GrpcInferenceService for GrpcFrontEnd {
         req: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let started = Instant::now();
-        let req = req.into_inner();
-        // The slot is taken once the message is in (the guard refused already if none was
-        // free), so a client that trickles its message holds none.
-        let Ok(_permit) = self.admission.clone().try_acquire_owned() else {
-            let e = service::server_busy(self.max_concurrent);
-            self.service
-                .record_refused(Protocol::Grpc, started, &req.model_name, &e);
-            return Err(e.into());
-        };
-        Ok(Response::new(self.infer_one(started, req).await?))
+        Ok(Response::new(
+            self.infer_admitted(started, req.into_inner()).await?,
+        ))
     }
 
     type ModelStreamInferStream = ResponseStream;
@@ -217,7 +227,7 @@ impl GrpcInferenceService for GrpcFrontEnd {
                         req.model_version.clone(),
                         req.id.clone(),
                     );
-                    Ok(match this.infer_one(started, req).await {
+                    Ok(match this.infer_admitted(started, req).await {
                         Ok(resp) => pb::ModelStreamInferResponse {
                             error_message: String::new(),
                             infer_response: Some(resp),
