@@ -8,11 +8,11 @@ use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use serde_json::{Value, json};
 
 use crate::cli::{AdminArgs, Command};
+use crate::tls::{self, Alpn};
 
 /// What stays literal in a path segment: RFC 3986's unreserved characters.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -95,51 +95,14 @@ fn token(admin: &AdminArgs) -> Result<Option<String>, String> {
         .filter(|t| !t.is_empty()))
 }
 
-fn pem_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("cannot read certificates from '{}': {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("'{}' holds no PEM certificate", path.display()));
-    }
-    Ok(certs)
-}
-
 /// The TLS client settings: the CA to trust (or the system's) and an optional client cert.
 fn tls_connector(admin: &AdminArgs) -> Result<tokio_rustls::TlsConnector, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    match &admin.ca_cert {
-        Some(path) => {
-            for cert in pem_certs(path)? {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("'{}': {e}", path.display()))?;
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            for cert in found.certs {
-                let _ = roots.add(cert);
-            }
-        }
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(roots);
-    let mut config = match (&admin.client_cert, &admin.client_key) {
-        (Some(cert), Some(key)) => {
-            let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| format!("cannot read --client-key '{}': {e}", key.display()))?;
-            builder
-                .with_client_auth_cert(pem_certs(cert)?, key)
-                .map_err(|e| format!("--client-cert/--client-key: {e}"))?
-        }
-        _ => builder.with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let identity = admin
+        .client_cert
+        .as_deref()
+        .zip(admin.client_key.as_deref());
+    let config = tls::client_config(admin.ca_cert.as_deref(), identity, Alpn::Http1)
+        .map_err(|e| e.to_string())?;
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 

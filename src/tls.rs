@@ -41,10 +41,12 @@ pub enum TlsError {
         #[source]
         source: rustls::pki_types::pem::Error,
     },
-    #[error("the TLS {what} '{path}' holds no certificate")]
+    #[error("the TLS {what} '{path}' holds no PEM certificate")]
     NoCertificate { what: &'static str, path: PathBuf },
     #[error("the certificate and key do not make a TLS configuration: {0}")]
     Config(#[source] rustls::Error),
+    #[error("no system CA certificates were found to verify the server; give a CA file")]
+    NoSystemRoots,
     #[error("the client CA '{path}' cannot verify clients: {source}")]
     ClientCa {
         path: PathBuf,
@@ -79,7 +81,11 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-fn certificates(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+/// The PEM certificates of a file, at least one.
+pub fn certificates(
+    what: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let bytes = read(what, path)?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
@@ -97,6 +103,15 @@ fn certificates(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'s
     Ok(certs)
 }
 
+fn private_key(what: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let bytes = read(what, path)?;
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|source| TlsError::Pem {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -104,12 +119,7 @@ fn provider() -> Arc<CryptoProvider> {
 /// Builds one server configuration from the files as they are now.
 pub fn build(files: &TlsFiles, alpn: Alpn) -> Result<ServerConfig, TlsError> {
     let chain = certificates("certificate", &files.cert)?;
-    let key_bytes = read("key", &files.key)?;
-    let key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|source| TlsError::Pem {
-        what: "key",
-        path: files.key.clone(),
-        source,
-    })?;
+    let key = private_key("key", &files.key)?;
     let provider = provider();
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -133,6 +143,47 @@ pub fn build(files: &TlsFiles, alpn: Alpn) -> Result<ServerConfig, TlsError> {
     let mut config = builder
         .with_single_cert(chain, key)
         .map_err(TlsError::Config)?;
+    config.alpn_protocols = alpn.protocols();
+    Ok(config)
+}
+
+/// The settings of a client of a TLS server (the operator CLI, the load generator): it trusts the
+/// PEM `ca` (else the system's roots) and presents `identity` (certificate chain, key) when the
+/// server asks for one.
+pub fn client_config(
+    ca: Option<&Path>,
+    identity: Option<(&Path, &Path)>,
+    alpn: Alpn,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            for cert in certificates("CA certificate", path)? {
+                roots.add(cert).map_err(TlsError::Config)?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                return Err(TlsError::NoSystemRoots);
+            }
+        }
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Config)?
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                certificates("client certificate", cert)?,
+                private_key("client key", key)?,
+            )
+            .map_err(TlsError::Config)?,
+        None => builder.with_no_client_auth(),
+    };
     config.alpn_protocols = alpn.protocols();
     Ok(config)
 }
