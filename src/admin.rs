@@ -82,10 +82,8 @@ fn token(admin: &AdminArgs) -> Result<Option<String>, String> {
     if let Some(path) = &admin.token_file {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read --token-file '{}': {e}", path.display()))?;
-        let token = text
-            .lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty() && !l.starts_with('#'))
+        let (_, token) = crate::auth::token_lines(&text)
+            .next()
             .ok_or_else(|| format!("--token-file '{}' holds no token", path.display()))?;
         return Ok(Some(token.to_string()));
     }

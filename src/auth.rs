@@ -115,17 +115,22 @@ pub fn stamp_of(path: &Path) -> Option<FileStamp> {
     })
 }
 
+/// The tokens of a token file's text with their line numbers: trimmed lines, blank lines and
+/// `#` comments skipped. The server reads every one; clients send the first.
+pub fn token_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| (i + 1, line.trim()))
+        .filter(|(_, line)| !line.is_empty() && !line.starts_with('#'))
+}
+
 fn parse_tokens(path: &Path, text: &str) -> Result<Vec<Digest32>, TokenFileError> {
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
+    for (line_no, line) in token_lines(text) {
         if !line.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(TokenFileError::BadToken {
                 path: path.to_path_buf(),
-                line: i + 1,
+                line: line_no,
             });
         }
         out.push(digest(line.as_bytes()));
