@@ -58,6 +58,27 @@ async fn call(s: &TestServer, method: &str, path: &str, body: &Value) -> (u16, S
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
+/// The predict-side endpoints that take a model name (infer, metadata, ready; with and without a
+/// version).
+fn predict_endpoints(name: &str) -> Vec<(&'static str, String, Value)> {
+    vec![
+        ("POST", format!("/v2/models/{name}/infer"), iris()),
+        (
+            "POST",
+            format!("/v2/models/{name}/versions/1/infer"),
+            iris(),
+        ),
+        ("GET", format!("/v2/models/{name}"), Value::Null),
+        ("GET", format!("/v2/models/{name}/versions/1"), Value::Null),
+        ("GET", format!("/v2/models/{name}/ready"), Value::Null),
+        (
+            "GET",
+            format!("/v2/models/{name}/versions/1/ready"),
+            Value::Null,
+        ),
+    ]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traversal_and_odd_names_are_refused_everywhere_and_never_reach_the_file_system() {
     // The registry sits beside a valid model that must stay out of reach.
@@ -69,21 +90,8 @@ async fn traversal_and_odd_names_are_refused_everywhere_and_never_reach_the_file
     let s = start(&reg, ControlMode::Explicit, &["iris"]).await;
 
     for name in bad_names() {
-        let endpoints = [
-            ("POST", format!("/v2/models/{name}/infer"), iris()),
-            (
-                "POST",
-                format!("/v2/models/{name}/versions/1/infer"),
-                iris(),
-            ),
-            ("GET", format!("/v2/models/{name}"), Value::Null),
-            ("GET", format!("/v2/models/{name}/versions/1"), Value::Null),
-            ("GET", format!("/v2/models/{name}/ready"), Value::Null),
-            (
-                "GET",
-                format!("/v2/models/{name}/versions/1/ready"),
-                Value::Null,
-            ),
+        let mut endpoints = predict_endpoints(&name);
+        endpoints.extend([
             ("POST", format!("/admin/models/{name}/load"), Value::Null),
             ("POST", format!("/admin/models/{name}/unload"), Value::Null),
             (
@@ -101,7 +109,7 @@ async fn traversal_and_odd_names_are_refused_everywhere_and_never_reach_the_file
                 format!("/v2/repository/models/{name}/unload"),
                 Value::Null,
             ),
-        ];
+        ]);
         for (method, path, body) in endpoints {
             let (status, text) = call(&s, method, &path, &body).await;
             assert_eq!(status, 400, "{method} {path}: {text}");
@@ -245,23 +253,9 @@ async fn error_bodies_never_reveal_the_registry_path_and_promote_keeps_the_file_
     let abs = root.to_string_lossy().to_string();
     let mut seen = String::new();
     for model in ["unreadable", "no_config", "garbage", "missing"] {
-        for (method, path, body) in [
-            ("POST", format!("/v2/models/{model}/infer"), iris()),
-            (
-                "POST",
-                format!("/v2/models/{model}/versions/1/infer"),
-                iris(),
-            ),
-            ("GET", format!("/v2/models/{model}"), Value::Null),
-            ("GET", format!("/v2/models/{model}/versions/1"), Value::Null),
-            ("GET", format!("/v2/models/{model}/ready"), Value::Null),
-            (
-                "GET",
-                format!("/v2/models/{model}/versions/1/ready"),
-                Value::Null,
-            ),
-            ("POST", format!("/admin/models/{model}/load"), Value::Null),
-        ] {
+        let mut endpoints = predict_endpoints(model);
+        endpoints.push(("POST", format!("/admin/models/{model}/load"), Value::Null));
+        for (method, path, body) in endpoints {
             let (status, text) = call(&s, method, &path, &body).await;
             assert!(status >= 400, "{method} {path}: {status} {text}");
             assert!(
