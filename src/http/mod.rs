@@ -239,24 +239,24 @@ async fn run_infer(
     let leftover = body::Leftover::new(&headers, s.read_timeout, &s.stop);
     // Admission before work: an unknown model, a full queue or a bad header costs no body read.
     let first = s.service.resolve(&model, &version);
-    let early = match &first {
-        Err(e) => Some(e.clone()),
-        Ok(t) => t.scheduler.refuse_if_full().err(),
+    let admitted = match &first {
+        Err(e) => Err(e.clone()),
+        Ok(t) => t.scheduler.refuse_if_full(),
     }
-    .or_else(|| {
-        body::header_length(&headers)
-            .and_then(|_| body::encoding(&headers))
-            .err()
-    });
-    let (target, request, _permit) = match early {
-        Some(e) => {
+    .and_then(|()| Ok((body::header_length(&headers)?, body::encoding(&headers)?)));
+    let (target, request, _permit) = match admitted {
+        Err(e) => {
             body::discard(body, s.max_request_size as u64, &leftover);
             (first, Err(e), None)
         }
-        None => {
+        Ok((header_len, encoding)) => {
             // Not held across the upload: a slow client must not keep an unloaded version alive.
             drop(first);
-            let read = decode(&s, &headers, body, &leftover).await;
+            let wire = Wire {
+                header_len,
+                encoding,
+            };
+            let read = decode(&s, &headers, body, wire, &leftover).await;
             // The server-wide slot is taken once the body is in, so slow uploads hold none.
             let permit = s.admission.clone().try_acquire_owned().ok();
             let read = match (read, &permit) {
@@ -302,15 +302,25 @@ async fn run_infer(
     }
 }
 
+/// How an inference body is encoded, from its headers.
+struct Wire {
+    /// `Inference-Header-Content-Length`: binary tensors follow the JSON part.
+    header_len: Option<usize>,
+    /// `Content-Encoding` (`None` for identity).
+    encoding: Option<&'static str>,
+}
+
 /// Reads, decompresses and decodes an inference body; large ones on a blocking thread.
 async fn decode(
     s: &HttpState,
     headers: &HeaderMap,
     body: Body,
+    Wire {
+        header_len,
+        encoding,
+    }: Wire,
     leftover: &body::Leftover,
 ) -> crate::error::Result<(crate::core::infer::InferRequest, codec::OutputFormat)> {
-    let header_len = body::header_length(headers)?;
-    let encoding = body::encoding(headers)?;
     let bytes = body::read(body, headers, s.max_request_size, leftover).await?;
     let limit = s.max_request_size;
     let work = move || {
