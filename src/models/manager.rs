@@ -330,12 +330,17 @@ impl ModelManager {
         config.resolve(&self.options.defaults, &origin)
     }
 
-    fn fail_model(&self, model: &str, reason: String) {
-        let serving = self
-            .snapshot()
-            .models
-            .get(model)
-            .is_some_and(|e| e.default_version().is_some());
+    /// Records a model-level failure. A poll that meets the failure already recorded does
+    /// nothing (no error log, failure count or table change every interval); an operator's load
+    /// reports it again.
+    fn fail_model(&self, model: &str, reason: String, pass: Pass) {
+        let table = self.snapshot();
+        let entry = table.models.get(model);
+        if pass == Pass::WhenStable && entry.is_some_and(|e| e.error.as_ref() == Some(&reason)) {
+            return;
+        }
+        let serving = entry.is_some_and(|e| e.default_version().is_some());
+        drop(table);
         if serving {
             tracing::error!(model, %reason, "model change refused; the loaded versions keep serving");
         } else {
@@ -352,7 +357,7 @@ impl ModelManager {
     fn sync_model(&self, control: &mut Control, model: &str, pass: Pass) {
         let config_text = match self.registry.read(model, None, CONFIG_FILE) {
             Ok(t) => t,
-            Err(e) => return self.fail_model(model, e.to_string()),
+            Err(e) => return self.fail_model(model, e.to_string(), pass),
         };
         let ctl = control.models.entry(model.to_string()).or_default();
         if pass == Pass::WhenStable && ctl.failed_config.as_ref() == Some(&config_text) {
@@ -363,13 +368,15 @@ impl ModelManager {
             Ok(s) => s,
             Err(e) => {
                 ctl.failed_config = Some(config_text);
-                return self.fail_model(model, e.to_string());
+                // A changed file (the same text returned above): report it even if its
+                // message matches the last one.
+                return self.fail_model(model, e.to_string(), Pass::Now);
             }
         };
         ctl.failed_config = None;
         let available = match self.registry.versions(model) {
             Ok(v) => v,
-            Err(e) => return self.fail_model(model, e.to_string()),
+            Err(e) => return self.fail_model(model, e.to_string(), pass),
         };
         let selected = settings.version_policy.select(&available);
         if selected.is_empty() {
@@ -394,15 +401,7 @@ impl ModelManager {
                  expected <model>/<positive integer>/{MODEL_FILE}",
                 settings.version_policy
             );
-            let reported = self
-                .snapshot()
-                .models
-                .get(model)
-                .is_some_and(|e| e.error.as_ref() == Some(&reason));
-            if pass == Pass::WhenStable && reported {
-                return; // still empty: already reported
-            }
-            return self.fail_model(model, reason);
+            return self.fail_model(model, reason, pass);
         }
         let pinned = match self.registry.routing(model) {
             Ok(r) => r.pinned_version,
