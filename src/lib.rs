@@ -9,6 +9,7 @@
 //! - `runtime`: ONNX Runtime (library loading, sessions) behind a small `Backend` trait;
 //! - `registry`: where models come from (folder backend, `config.toml`);
 //! - `models`: the live model table and loading;
+//! - `routing`: which version answers; rollouts (split, analysis, decisions);
 //! - `monitoring`: Prometheus metrics.
 
 pub mod admin;
@@ -25,6 +26,7 @@ pub mod logging;
 pub mod models;
 pub mod monitoring;
 pub mod registry;
+pub mod routing;
 pub mod runtime;
 pub mod server;
 pub mod service;

@@ -153,6 +153,12 @@ impl Scheduler {
         self.queued.load(Ordering::Relaxed)
     }
 
+    /// At least half the queue is taken: copies of requests (shadow traffic) are shed here, so
+    /// they never crowd out callers.
+    pub fn half_full(&self) -> bool {
+        self.queued().saturating_mul(2) >= self.max_queue_size
+    }
+
     /// The refusal a full queue gives, before the request is even read: front ends call this
     /// first, so an overloaded version costs no body read or decoding.
     pub fn refuse_if_full(&self) -> Result<()> {

@@ -1,7 +1,7 @@
 //! Loading one version: read, verify, build sessions, warm up, start the scheduler. Runs on a
 //! blocking thread, never on the serving path; any failure is a message for the status API.
 
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use ort::environment::Environment;
 use sha2::{Digest, Sha256};
@@ -79,6 +79,33 @@ fn expected_sha256(
         Some(serde_json::Value::String(s)) => Ok(Some(s.to_ascii_lowercase())),
         Some(other) => Err(LoadError::MetadataSha256(other.to_string())),
     }
+}
+
+/// What the serving path uses of a version's model card (metadata.json): the task (how a
+/// rollout compares two versions' answers) and the training date (deployment lead time).
+/// Never a load error: a card without them, or with a date that does not parse, gives `None`.
+fn card(
+    registry: &dyn Registry,
+    model: &str,
+    version: u64,
+) -> (Option<String>, Option<SystemTime>) {
+    let Ok(Some(bytes)) = registry.read(model, Some(version), METADATA_FILE) else {
+        return (None, None);
+    };
+    let Ok(meta) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return (None, None);
+    };
+    let task = meta
+        .get("task")
+        .and_then(|t| t.as_str())
+        .map(str::to_string);
+    let trained_at = meta
+        .get("trained_at")
+        .and_then(|t| t.as_str())
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .and_then(|t| u64::try_from(t.as_millisecond()).ok())
+        .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms));
+    (task, trained_at)
 }
 
 /// The largest warm-up input synthesized for one tensor; a model whose declared shape needs
@@ -223,6 +250,7 @@ pub fn build_version(
         VersionMetrics::new(model, version),
     )
     .map_err(LoadError::Threads)?;
+    let (task, trained_at) = card(registry, model, version);
     Ok(LoadedVersion {
         model: model.to_string(),
         version,
@@ -235,6 +263,8 @@ pub fn build_version(
         sha256,
         loaded_at: SystemTime::now(),
         load_duration: started.elapsed(),
+        task,
+        trained_at,
     })
 }
 

@@ -22,7 +22,8 @@ use crate::models::table::{ModelEntry, Table, VersionState};
 use crate::models::version::LoadedVersion;
 use crate::monitoring::metrics;
 use crate::registry::config::{ConfigError, Defaults, ModelConfig, Resolved};
-use crate::registry::{CONFIG_FILE, MODEL_FILE, Registry, Stamp};
+use crate::registry::{CONFIG_FILE, MODEL_FILE, Registry, Routing, Stamp};
+use crate::routing::{LiveRollout, controller};
 
 /// How the set of loaded models is decided (Triton's `--model-control-mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -259,56 +260,120 @@ impl ModelManager {
     }
 
     /// Pins the version that serves requests naming none (`None` unpins), in the registry.
+    /// Refused while a rollout splits the model's traffic (it decides what serves).
     pub fn promote(&self, name: &str, version: Option<u64>) -> Result<Option<u64>> {
-        let _control = self.lock();
+        if let Some(v) = version {
+            self.require_ready(name, v)?;
+        }
+        let (routing, refused) = self.update_routing(name, |r| {
+            if let Some(rollout) = r.rollout.as_ref().filter(|r| r.phase.active()) {
+                return Some(format!(
+                    "model '{name}' has a {} rollout of version {} ({}); use `switchyard rollout \
+                     promote|abort {name}` to end it first",
+                    rollout.phase.as_str(),
+                    rollout.candidate(),
+                    rollout.spec.kind.as_str()
+                ));
+            }
+            r.pinned_version = version;
+            None
+        })?;
+        if let Some(reason) = refused {
+            return Err(Error::FailedPrecondition(reason));
+        }
+        tracing::info!(model = name, pinned = ?routing.pinned_version, "routing policy changed");
+        Ok(routing.pinned_version)
+    }
+
+    /// `Ok` when version `v` of `name` is ready on this server; the error lists the ready ones.
+    pub fn require_ready(&self, name: &str, v: u64) -> Result<()> {
         let table = self.snapshot();
         let entry = table
             .models
             .get(name)
             .ok_or_else(|| Error::NotFound(format!("unknown model '{name}'")))?;
-        if let Some(v) = version
-            && !matches!(entry.versions.get(&v), Some(VersionState::Ready(_)))
-        {
-            let ready: Vec<String> = entry
-                .ready_versions()
-                .map(|lv| lv.version.to_string())
-                .collect();
-            return Err(Error::FailedPrecondition(format!(
-                "model '{name}' version {v} is not ready on this server (ready: {}); load it first",
-                if ready.is_empty() {
-                    "none".into()
-                } else {
-                    ready.join(", ")
-                }
-            )));
+        if entry.ready(v).is_some() {
+            return Ok(());
         }
+        let ready: Vec<String> = entry
+            .ready_versions()
+            .map(|lv| lv.version.to_string())
+            .collect();
+        Err(Error::FailedPrecondition(format!(
+            "model '{name}' version {v} is not ready on this server (ready: {}); load it first",
+            if ready.is_empty() {
+                "none".into()
+            } else {
+                ready.join(", ")
+            }
+        )))
+    }
+
+    /// Changes a model's routing policy in the registry (atomically: concurrent writers never lose
+    /// an update) and serves the result at once. `change` may run more than once (a backend that
+    /// retries on conflict); what its last run returned comes back with the policy written.
+    pub fn update_routing<T>(
+        &self,
+        name: &str,
+        mut change: impl FnMut(&mut Routing) -> T,
+    ) -> Result<(Routing, T)> {
+        let _control = self.lock();
+        if !self.snapshot().models.contains_key(name) {
+            return Err(Error::NotFound(format!("unknown model '{name}'")));
+        }
+        let mut out = None;
         let routing = self
             .registry
-            .update_routing(name, &mut |r| r.pinned_version = version)
+            .update_routing(name, &mut |r| out = Some(change(r)))
             .map_err(|e| Error::Internal(format!("cannot write the routing policy: {e}")))?;
+        let out = out.ok_or_else(|| {
+            Error::Internal("the registry did not apply the routing change".into())
+        })?;
+        self.apply_routing(name, &routing);
+        Ok((routing, out))
+    }
+
+    /// Serves `routing` for `name` if it differs from what is served (pin and rollout state).
+    fn apply_routing(&self, name: &str, routing: &Routing) {
+        let table = self.snapshot();
+        let Some(entry) = table.models.get(name) else {
+            return;
+        };
+        let current = entry.rollout.as_ref().map(|l| &l.state);
+        if entry.pinned == routing.pinned_version && current == routing.rollout.as_ref() {
+            return;
+        }
+        let previous = entry.rollout.clone();
+        let trained_at = routing
+            .rollout
+            .as_ref()
+            .and_then(|r| entry.ready(r.candidate()))
+            .and_then(|v| v.trained_at);
+        drop(table);
+        let next = routing
+            .rollout
+            .clone()
+            .map(|r| LiveRollout::next(previous.as_ref(), r));
+        if let Some(live) = &next {
+            let before = previous.as_deref().map(|p| &p.state);
+            controller::observe(name, before, &live.state, trained_at);
+        }
         self.publish(|t| {
             if let Some(e) = t.models.get_mut(name) {
                 e.pinned = routing.pinned_version;
+                e.rollout = next.clone();
             }
         });
-        tracing::info!(model = name, pinned = ?routing.pinned_version, "routing policy changed");
-        Ok(routing.pinned_version)
     }
 
-    /// Re-reads every loaded model's routing policy (other replicas may have promoted).
+    /// Re-reads every loaded model's routing policy (other replicas may have promoted, or moved
+    /// a rollout on).
     pub fn refresh_routing(&self) {
         let _control = self.lock();
-        for (name, entry) in &self.snapshot().models {
-            match self.registry.routing(name) {
-                Ok(r) if r.pinned_version != entry.pinned => {
-                    tracing::info!(model = %name, pinned = ?r.pinned_version, "routing policy changed in the registry");
-                    self.publish(|t| {
-                        if let Some(e) = t.models.get_mut(name) {
-                            e.pinned = r.pinned_version;
-                        }
-                    });
-                }
-                Ok(_) => {}
+        let names: Vec<String> = self.snapshot().models.keys().cloned().collect();
+        for name in names {
+            match self.registry.routing(&name) {
+                Ok(r) => self.apply_routing(&name, &r),
                 Err(e) => {
                     tracing::warn!(model = %name, error = %e, "cannot read the routing policy")
                 }
@@ -403,26 +468,24 @@ impl ModelManager {
             );
             return self.fail_model(model, reason, pass);
         }
-        let pinned = match self.registry.routing(model) {
-            Ok(r) => r.pinned_version,
+        let routing = match self.registry.routing(model) {
+            Ok(r) => r,
             Err(e) => {
                 tracing::warn!(model, error = %e, "cannot read the routing policy; nothing pinned");
-                None
+                Routing::default()
             }
         };
-        // (A snapshot held across the loop below would keep unloaded versions alive.)
-        let up_to_date = self
+        let clean = self
             .snapshot()
             .models
             .get(model)
-            .is_some_and(|e| e.error.is_none() && e.pinned == pinned);
-        if !up_to_date {
+            .is_some_and(|e| e.error.is_none());
+        if !clean {
             self.publish(|t| {
-                let entry = t.models.entry(model.to_string()).or_default();
-                entry.error = None;
-                entry.pinned = pinned;
+                t.models.entry(model.to_string()).or_default().error = None;
             });
         }
+        self.apply_routing(model, &routing);
 
         for &v in &selected {
             let stamp = match self.registry.stamp(model, Some(v), MODEL_FILE) {

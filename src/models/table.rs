@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::models::version::LoadedVersion;
+use crate::routing::LiveRollout;
 
 #[derive(Clone)]
 pub enum VersionState {
@@ -42,6 +43,8 @@ pub struct ModelEntry {
     pub error: Option<String>,
     /// The version an operator pinned (`switchyard promote`), from the registry.
     pub pinned: Option<u64>,
+    /// The model's rollout, from the registry (also once it ended, for its status).
+    pub rollout: Option<Arc<LiveRollout>>,
     /// Why the newest file of a version was refused while its previous file keeps serving.
     pub refused: BTreeMap<u64, String>,
 }
@@ -59,6 +62,19 @@ impl ModelEntry {
         self.pinned
             .and_then(|p| self.versions.get(&p).and_then(ready))
             .or_else(|| self.versions.values().rev().find_map(ready))
+    }
+
+    /// Version `v` when it is ready.
+    pub fn ready(&self, v: u64) -> Option<&Arc<LoadedVersion>> {
+        match self.versions.get(&v) {
+            Some(VersionState::Ready(lv)) => Some(lv),
+            _ => None,
+        }
+    }
+
+    /// The rollout when it is running or paused (it splits traffic).
+    pub fn active_rollout(&self) -> Option<&Arc<LiveRollout>> {
+        self.rollout.as_ref().filter(|r| r.state.phase.active())
     }
 
     pub fn ready_versions(&self) -> impl Iterator<Item = &Arc<LoadedVersion>> {

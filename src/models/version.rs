@@ -27,6 +27,10 @@ pub struct LoadedVersion {
     pub sha256: String,
     pub loaded_at: SystemTime,
     pub load_duration: Duration,
+    /// The model card's `task` ("binary_classification", "regression", ...), if it has one.
+    pub task: Option<String>,
+    /// The model card's `trained_at`, if it has one.
+    pub trained_at: Option<SystemTime>,
 }
 
 impl LoadedVersion {

@@ -29,6 +29,14 @@ pub const VERSIONS_LOADED: &str = "switchyard_model_versions_loaded";
 pub const CONNECTION_ERRORS: &str = "switchyard_connection_errors_total";
 pub const AUTH_REFUSALS: &str = "switchyard_auth_refusals_total";
 pub const BATCH_FALLBACKS: &str = "switchyard_batch_fallbacks_total";
+pub const ROLLOUT_WEIGHT: &str = "switchyard_rollout_weight";
+pub const ROLLOUT_STATE: &str = "switchyard_rollout_state";
+pub const ROLLOUT_ANALYSIS: &str = "switchyard_rollout_analysis_total";
+pub const DISAGREEMENT: &str = "switchyard_prediction_disagreement";
+pub const SHADOW_REQUESTS: &str = "switchyard_shadow_requests_total";
+pub const DEPLOYMENTS: &str = "switchyard_deployments_total";
+pub const ROLLBACK_SECONDS: &str = "switchyard_rollback_seconds";
+pub const LEAD_TIME: &str = "switchyard_deployment_lead_time_seconds";
 
 /// The `model` label for requests naming a model the server does not have: keeps cardinality
 /// bounded whatever callers send.
@@ -39,6 +47,9 @@ const LATENCY_BUCKETS: &[f64] = &[
     1.0, 2.5, 5.0, 10.0,
 ];
 const LOAD_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+const ROLLBACK_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+];
 const BATCH_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
 ];
@@ -60,6 +71,12 @@ pub fn install() -> PrometheusHandle {
                 .and_then(|b| {
                     b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), BATCH_BUCKETS)
                 })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(ROLLBACK_SECONDS.into()),
+                        ROLLBACK_BUCKETS,
+                    )
+                })
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
@@ -68,6 +85,7 @@ pub fn install() -> PrometheusHandle {
             }
             describe();
             describe_front_ends();
+            describe_rollouts();
             // Histograms buffer samples until drained; drain them even if nobody scrapes.
             let upkeep = handle.clone();
             let _ = std::thread::Builder::new()
@@ -239,4 +257,93 @@ pub fn record_connection_error(protocol: &'static str, reason: &'static str) {
 pub fn record_auth_refusal(protocol: &'static str, scope: &'static str, reason: &'static str) {
     metrics::counter!(AUTH_REFUSALS, "protocol" => protocol, "scope" => scope, "reason" => reason)
         .increment(1);
+}
+
+fn describe_rollouts() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(
+        ROLLOUT_WEIGHT,
+        "Share of a model's callers each version of its rollout gets (0..1); after the rollout, \
+         1 for the version it left serving."
+    );
+    describe_gauge!(
+        ROLLOUT_STATE,
+        "1 for the state of a model's current or last rollout (running, paused, succeeded, \
+         aborted), 0 for the others."
+    );
+    describe_counter!(
+        ROLLOUT_ANALYSIS,
+        "Rollout checks decided by this replica, by check and result (pass, fail, inconclusive)."
+    );
+    describe_gauge!(
+        DISAGREEMENT,
+        "Prediction disagreement between stable and candidate in the last decided interval: \
+         fraction of rows (classifiers) or mean difference over stable's spread (regressors)."
+    );
+    describe_counter!(
+        SHADOW_REQUESTS,
+        "Copies of requests run on the other version of a rollout (shadow traffic and compared \
+         samples), by outcome: answered, shed (its queue half full) or failed."
+    );
+    describe_counter!(
+        DEPLOYMENTS,
+        "Rollouts ended by this replica, by outcome (succeeded, aborted): the change failure rate \
+         is aborted / all."
+    );
+    describe_histogram!(
+        ROLLBACK_SECONDS,
+        Unit::Seconds,
+        "Time to restore: from the end of the interval that failed (or the operator's abort) \
+         to this replica serving 100% stable."
+    );
+    describe_gauge!(
+        LEAD_TIME,
+        Unit::Seconds,
+        "From the promoted version's training date (metadata.json trained_at) to its promotion."
+    );
+}
+
+/// The rollout of `model` is in `state`: one-hot over every state.
+pub fn set_rollout_state(model: &str, state: &str, all: &[&'static str]) {
+    for s in all {
+        metrics::gauge!(ROLLOUT_STATE, "model" => model.to_string(), "state" => *s)
+            .set(if *s == state { 1.0 } else { 0.0 });
+    }
+}
+
+pub fn set_rollout_weight(model: &str, version: u64, weight: f64) {
+    metrics::gauge!(ROLLOUT_WEIGHT, "model" => model.to_string(), "version" => version.to_string())
+        .set(weight);
+}
+
+pub fn record_rollout_check(model: &str, check: &str, result: &'static str) {
+    metrics::counter!(
+        ROLLOUT_ANALYSIS,
+        "model" => model.to_string(),
+        "check" => check.to_string(),
+        "result" => result
+    )
+    .increment(1);
+}
+
+pub fn set_disagreement(model: &str, candidate: u64, value: f64) {
+    metrics::gauge!(DISAGREEMENT, "model" => model.to_string(), "candidate" => candidate.to_string())
+        .set(value);
+}
+
+pub fn record_shadow(model: &str, outcome: &'static str) {
+    metrics::counter!(SHADOW_REQUESTS, "model" => model.to_string(), "outcome" => outcome)
+        .increment(1);
+}
+
+pub fn record_deployment(model: &str, outcome: &'static str) {
+    metrics::counter!(DEPLOYMENTS, "model" => model.to_string(), "outcome" => outcome).increment(1);
+}
+
+pub fn record_rollback(model: &str, seconds: f64) {
+    metrics::histogram!(ROLLBACK_SECONDS, "model" => model.to_string()).record(seconds);
+}
+
+pub fn set_lead_time(model: &str, seconds: f64) {
+    metrics::gauge!(LEAD_TIME, "model" => model.to_string()).set(seconds);
 }

@@ -1,0 +1,275 @@
+//! The rollout controller: operators' actions (start, pause, resume, promote, abort) and the loop
+//! that analyses each interval when it ends and writes the decision to the registry.
+//!
+//! There is no leader. Every replica times intervals from the state in the registry, analyses
+//! what it measured itself, and writes its decision with a read-modify-write under the registry's
+//! lock: the first decision of an interval wins, a failure always counts (once per interval), and
+//! the others see the result at their next read of the registry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::checks::analyse;
+use super::spec::RolloutSpec;
+use super::state::{Decision, Phase, Rollout, Verdict};
+use super::{LiveRollout, now_ms, replica_name};
+use crate::error::{Error, Result};
+use crate::models::ModelManager;
+use crate::monitoring::metrics;
+use crate::shutdown::Signal;
+
+/// How often the controller looks for intervals that ended (in memory; the registry is only
+/// written when a decision is due).
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// What an operator can do to a running rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Pause,
+    Resume,
+    Promote,
+    Abort,
+}
+
+impl Action {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pause" => Some(Self::Pause),
+            "resume" => Some(Self::Resume),
+            "promote" => Some(Self::Promote),
+            "abort" => Some(Self::Abort),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pause => "pause",
+            Self::Resume => "resume",
+            Self::Promote => "promote",
+            Self::Abort => "abort",
+        }
+    }
+}
+
+/// Starts a rollout of `spec.candidate`. The stable version is the spec's, else the pinned one,
+/// else the one serving requests that name no version; it is pinned, so that when the rollout
+/// ends (aborted) it keeps serving even if the candidate is the highest version.
+pub fn start(models: &ModelManager, model: &str, mut spec: RolloutSpec) -> Result<Rollout> {
+    spec.validate().map_err(Error::invalid)?;
+    let stable = match spec.stable {
+        Some(v) => v,
+        None => {
+            let table = models.snapshot();
+            let entry = table
+                .models
+                .get(model)
+                .ok_or_else(|| Error::NotFound(format!("unknown model '{model}'")))?;
+            entry.default_version().map(|v| v.version).ok_or_else(|| {
+                Error::FailedPrecondition(format!(
+                    "model '{model}' has no ready version to roll out from"
+                ))
+            })?
+        }
+    };
+    spec.stable = Some(stable);
+    spec.validate().map_err(Error::invalid)?;
+    models.require_ready(model, stable)?;
+    models.require_ready(model, spec.candidate)?;
+    let by = format!("operator via {}", replica_name());
+    let (_, started) = models.update_routing(model, |r| {
+        if let Some(current) = r.rollout.as_ref().filter(|r| r.phase.active()) {
+            return Err(Error::FailedPrecondition(format!(
+                "model '{model}' already has a {} rollout of version {} (started {}); \
+                 promote or abort it first",
+                current.phase.as_str(),
+                current.candidate(),
+                super::state::format_time(current.started_ms)
+            )));
+        }
+        let rollout = Rollout::start(spec.clone(), stable, now_ms(), &by);
+        r.pinned_version = Some(stable);
+        r.rollout = Some(rollout.clone());
+        Ok(rollout)
+    })?;
+    started
+}
+
+/// Applies an operator's action to the model's rollout.
+pub fn act(models: &ModelManager, model: &str, action: Action) -> Result<Rollout> {
+    let by = format!("operator via {}", replica_name());
+    let (_, outcome) = models.update_routing(model, |r| {
+        let Some(rollout) = r.rollout.as_mut() else {
+            return Err(no_rollout(model));
+        };
+        let now = now_ms();
+        let done = match action {
+            Action::Pause => rollout.pause(now, &by),
+            Action::Resume => rollout.resume(now, &by),
+            Action::Promote => rollout.promote(now, &by),
+            Action::Abort => rollout.abort(now, &by),
+        };
+        done.map_err(|why| {
+            Error::FailedPrecondition(format!(
+                "cannot {} the rollout of model '{model}': {why}",
+                action.as_str()
+            ))
+        })?;
+        if action == Action::Promote {
+            r.pinned_version = Some(rollout.candidate());
+        }
+        Ok(rollout.clone())
+    })?;
+    let rollout = outcome?;
+    match action {
+        Action::Promote => metrics::record_deployment(model, "succeeded"),
+        Action::Abort => metrics::record_deployment(model, "aborted"),
+        _ => {}
+    }
+    Ok(rollout)
+}
+
+pub fn no_rollout(model: &str) -> Error {
+    Error::NotFound(format!(
+        "model '{model}' has no rollout; start one with `switchyard rollout start {model} \
+         --candidate V` (PUT /admin/models/{model}/rollout)"
+    ))
+}
+
+/// Runs the analysis loop until shutdown.
+pub async fn run(models: Arc<ModelManager>, stop: Signal) {
+    let replica = replica_name();
+    stop.every(TICK, || {
+        let due = due(&models);
+        let models = models.clone();
+        let replica = replica.clone();
+        async move {
+            if due.is_empty() {
+                return;
+            }
+            // Registry writes block (file locks, object store calls): not on the serving threads.
+            let _ = tokio::task::spawn_blocking(move || {
+                for (model, live) in due {
+                    decide(&models, &model, &live, &replica);
+                }
+            })
+            .await;
+        }
+    })
+    .await;
+}
+
+/// The running rollouts whose open interval ended, unless this replica already recorded the
+/// interval as inconclusive (it keeps collecting until the data is enough).
+fn due(models: &ModelManager) -> Vec<(String, Arc<LiveRollout>)> {
+    let now = now_ms();
+    models
+        .snapshot()
+        .models
+        .iter()
+        .filter_map(|(name, entry)| {
+            let live = entry.rollout.as_ref()?;
+            let r = &live.state;
+            (r.phase == Phase::Running && now >= r.interval_end_ms())
+                .then(|| (name.clone(), live.clone()))
+        })
+        .collect()
+}
+
+/// Analyses the interval `live` measured and records the decision.
+fn decide(models: &ModelManager, model: &str, live: &LiveRollout, replica: &str) {
+    let summary = live.window.summary();
+    let checks = analyse(&summary, &live.state.spec);
+    let verdict = Verdict::combine(&checks);
+    let (id, interval) = (live.state.id.as_str(), live.state.interval);
+    if verdict == Verdict::Inconclusive
+        && live
+            .state
+            .history
+            .iter()
+            .rev()
+            .any(|e| e.interval == interval && e.decision == Decision::Inconclusive)
+    {
+        // Already recorded; keep collecting without writing every tick.
+        return;
+    }
+    let written = models.update_routing(model, |r| {
+        let rollout = r.rollout.as_mut().filter(|ro| ro.id == id)?;
+        let decision = rollout.conclude(interval, checks.clone(), now_ms(), replica)?;
+        if decision == Decision::Succeeded {
+            r.pinned_version = Some(rollout.candidate());
+        }
+        Some(decision)
+    });
+    match written {
+        Ok((_, Some(decision))) => {
+            for c in &checks {
+                metrics::record_rollout_check(model, &c.check, c.verdict.as_str());
+            }
+            if !summary.agreement.disagreement.is_nan() {
+                metrics::set_disagreement(
+                    model,
+                    live.state.candidate(),
+                    summary.agreement.disagreement,
+                );
+            }
+            match decision {
+                Decision::Succeeded => metrics::record_deployment(model, "succeeded"),
+                Decision::RolledBack => metrics::record_deployment(model, "aborted"),
+                _ => {}
+            }
+        }
+        Ok((_, None)) => {}
+        Err(e) => {
+            tracing::warn!(model, error = %e, "cannot record the rollout decision; retrying at the next tick")
+        }
+    }
+}
+
+/// Updates the gauges when this replica starts serving a new state of a model's rollout (its
+/// own decision or one read from the registry). `lead_time_from` is the candidate's training
+/// date, for the lead time of a promotion.
+pub fn observe(
+    model: &str,
+    previous: Option<&Rollout>,
+    next: &Rollout,
+    lead_time_from: Option<std::time::SystemTime>,
+) {
+    let all: Vec<&'static str> = Phase::ALL.iter().map(|p| p.as_str()).collect();
+    metrics::set_rollout_state(model, next.phase.as_str(), &all);
+    let (stable_share, candidate_share) = match next.phase {
+        Phase::Succeeded => (0.0, 1.0),
+        Phase::Aborted => (1.0, 0.0),
+        _ => (1.0 - next.weight(), next.weight()),
+    };
+    metrics::set_rollout_weight(model, next.stable, stable_share);
+    metrics::set_rollout_weight(model, next.candidate(), candidate_share);
+    let newly_ended =
+        !next.phase.active() && previous.is_none_or(|p| p.id != next.id || p.phase.active());
+    if !newly_ended {
+        return;
+    }
+    let now = now_ms();
+    match next.phase {
+        Phase::Aborted => {
+            let from = next
+                .failed_interval_end_ms
+                .or(next.finished_ms)
+                .unwrap_or(now);
+            let seconds = now.saturating_sub(from) as f64 / 1000.0;
+            // A state read long after it was written (a restart) is not a time to restore.
+            if previous.is_some() {
+                metrics::record_rollback(model, seconds);
+            }
+        }
+        Phase::Succeeded => {
+            if let (Some(trained), Some(done)) = (lead_time_from, next.finished_ms) {
+                let trained_ms = trained
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                metrics::set_lead_time(model, done.saturating_sub(trained_ms) as f64 / 1000.0);
+            }
+        }
+        _ => {}
+    }
+}
