@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::models::{ControlMode, LoadedVersion, ModelManager, VersionStatus};
 use crate::monitoring::metrics;
 use crate::registry;
+use crate::routing;
 
 pub const SERVER_NAME: &str = "switchyard";
 pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -177,6 +178,47 @@ impl Service {
         check_name(model)?;
         let name = model.to_string();
         self.blocking(move |m| m.promote(&name, version)).await
+    }
+
+    /// The model's rollout (current or last) as the admin API shows it.
+    pub fn rollout_status(&self, model: &str) -> Result<serde_json::Value> {
+        check_name(model)?;
+        let table = self.models.snapshot();
+        let entry = table
+            .models
+            .get(model)
+            .ok_or_else(|| Error::NotFound(format!("unknown model '{model}'")))?;
+        let live = entry
+            .rollout
+            .as_ref()
+            .ok_or_else(|| routing::controller::no_rollout(model))?;
+        Ok(routing::status_json(model, entry.pinned, live))
+    }
+
+    /// Starts a rollout (validated; the registry write runs off the serving threads).
+    pub async fn start_rollout(
+        &self,
+        model: &str,
+        spec: routing::RolloutSpec,
+    ) -> Result<serde_json::Value> {
+        check_name(model)?;
+        let name = model.to_string();
+        self.blocking(move |m| routing::controller::start(m, &name, spec).map(|_| ()))
+            .await?;
+        self.rollout_status(model)
+    }
+
+    /// Pauses, resumes, promotes or aborts the model's rollout.
+    pub async fn rollout_action(
+        &self,
+        model: &str,
+        action: routing::controller::Action,
+    ) -> Result<serde_json::Value> {
+        check_name(model)?;
+        let name = model.to_string();
+        self.blocking(move |m| routing::controller::act(m, &name, action).map(|_| ()))
+            .await?;
+        self.rollout_status(model)
     }
 
     pub fn status(&self) -> Vec<VersionStatus> {

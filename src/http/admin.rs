@@ -9,6 +9,9 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+
+use crate::routing::RolloutSpec;
+use crate::routing::controller::Action;
 use serde_json::{Value, json};
 
 use super::guard::AuditVersion;
@@ -21,6 +24,14 @@ pub fn routes() -> Router<Arc<HttpState>> {
         .route("/admin/models/{model}/load", post(load))
         .route("/admin/models/{model}/unload", post(unload))
         .route("/admin/models/{model}/promote", post(promote))
+        .route(
+            "/admin/models/{model}/rollout",
+            get(rollout_status).put(rollout_start),
+        )
+        .route(
+            "/admin/models/{model}/rollout/{action}",
+            post(rollout_action),
+        )
         .route("/v2/repository/models/{model}/load", post(load))
         .route("/v2/repository/models/{model}/unload", post(unload))
 }
@@ -97,4 +108,55 @@ async fn promote(
     };
     response.extensions_mut().insert(AuditVersion(version));
     response
+}
+
+async fn rollout_status(State(s): State<Arc<HttpState>>, Path(model): Path<String>) -> Response {
+    match s.service.rollout_status(&model) {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// Body: a rollout spec (`{"candidate": 2, "kind": "canary", "steps": [5, 25, 50, 100], ...}`).
+async fn rollout_start(
+    State(s): State<Arc<HttpState>>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let body = match super::read_small_body(&s, &headers, body).await {
+        Ok(b) => b,
+        Err(e) => return error_response(&e),
+    };
+    let spec = match serde_json::from_slice::<RolloutSpec>(&body) {
+        Ok(spec) => spec,
+        Err(e) => {
+            return error_response(&Error::invalid(format!("malformed rollout spec: {e}")));
+        }
+    };
+    let candidate = spec.candidate;
+    let mut response = match s.service.start_rollout(&model, spec).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => error_response(&e),
+    };
+    response
+        .extensions_mut()
+        .insert(AuditVersion(Some(candidate)));
+    response
+}
+
+/// `pause`, `resume`, `promote` or `abort`.
+async fn rollout_action(
+    State(s): State<Arc<HttpState>>,
+    Path((model, action)): Path<(String, String)>,
+) -> Response {
+    let Some(action) = Action::parse(&action) else {
+        return error_response(&Error::NotFound(format!(
+            "no rollout action '{action}': use pause, resume, promote or abort"
+        )));
+    };
+    match s.service.rollout_action(&model, action).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => error_response(&e),
+    }
 }

@@ -55,7 +55,18 @@ fn model_of(path: &str) -> Option<&str> {
 
 /// The admin action a request asks for, in one word.
 fn action_of(method: &Method, path: &str) -> &'static str {
-    let last = path.rsplit('/').next().unwrap_or_default();
+    let mut parts = path.rsplit('/');
+    let last = parts.next().unwrap_or_default();
+    let before = parts.next().unwrap_or_default();
+    match (method, before, last) {
+        (&Method::GET, _, "rollout") => return "rollout_status",
+        (&Method::PUT, _, "rollout") => return "rollout_start",
+        (&Method::POST, "rollout", "pause") => return "rollout_pause",
+        (&Method::POST, "rollout", "resume") => return "rollout_resume",
+        (&Method::POST, "rollout", "promote") => return "rollout_promote",
+        (&Method::POST, "rollout", "abort") => return "rollout_abort",
+        _ => {}
+    }
     match (method, last) {
         (&Method::POST, "load") => "load",
         (&Method::POST, "unload") => "unload",
@@ -180,5 +191,13 @@ mod tests {
             "promote"
         );
         assert_eq!(action_of(&Method::GET, "/admin/models"), "status");
+        assert_eq!(
+            action_of(&Method::POST, "/admin/models/iris/rollout/promote"),
+            "rollout_promote"
+        );
+        assert_eq!(
+            action_of(&Method::PUT, "/admin/models/iris/rollout"),
+            "rollout_start"
+        );
     }
 }

@@ -65,3 +65,57 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
+
+/// The status of a model's rollout as the admin API returns it (and the CLI prints it): the
+/// state from the registry, plus what this replica measured in the open interval and what the
+/// checks would say of it now.
+pub fn status_json(model: &str, pinned: Option<u64>, live: &LiveRollout) -> serde_json::Value {
+    use serde_json::json;
+    let r = &live.state;
+    let summary = live.window.summary();
+    let checks = checks::analyse(&summary, &r.spec);
+    let event = |e: &Event| {
+        json!({
+            "at": state::format_time(e.at_ms),
+            "at_ms": e.at_ms,
+            "decision": e.decision,
+            "step": e.step,
+            "interval": e.interval,
+            "by": e.by,
+            "reason": e.reason,
+            "checks": e.checks,
+        })
+    };
+    json!({
+        "model": model,
+        "pinned_version": pinned,
+        "rollout": {
+            "id": r.id,
+            "kind": r.spec.kind.as_str(),
+            "stable": r.stable,
+            "candidate": r.candidate(),
+            "phase": r.phase.as_str(),
+            "step": r.step,
+            "steps": r.spec.weights().iter().map(|w| w * 100.0).collect::<Vec<_>>(),
+            "weight": r.weight(),
+            "interval": spec::format_duration(r.spec.interval),
+            "interval_index": r.interval,
+            "interval_started": state::format_time(r.interval_started_ms),
+            "interval_ends": state::format_time(r.interval_end_ms()),
+            "failures": r.failures,
+            "failure_limit": r.spec.failure_limit,
+            "started": state::format_time(r.started_ms),
+            "finished": r.finished_ms.map(state::format_time),
+            "reason": r.reason,
+            "spec": r.spec,
+            "window": {
+                "stable": summary.stable,
+                "candidate": summary.candidate,
+                "agreement": summary.agreement,
+                "checks": checks,
+            },
+            "last_decision": r.last_event().map(event),
+            "history": r.history.iter().map(event).collect::<Vec<_>>(),
+        }
+    })
+}
