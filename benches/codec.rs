@@ -47,6 +47,7 @@ fn response(n: usize) -> InferResponse {
             ),
         ],
         parameters: Parameters::new(),
+        variant: None,
     }
 }
 

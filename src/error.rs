@@ -54,6 +54,19 @@ impl Error {
         Self::InvalidInput(msg.into())
     }
 
+    /// A failure of the server or the model rather than of the caller's request: what a rollout's
+    /// error-rate check counts (inference errors, timeouts, overload, unavailability, bugs).
+    pub fn server_side(&self) -> bool {
+        matches!(
+            self,
+            Self::Inference(_)
+                | Self::Timeout(_)
+                | Self::Overloaded(_)
+                | Self::Unavailable(_)
+                | Self::Internal(_)
+        )
+    }
+
     /// The label used in metrics (`outcome`/`reason`): short, stable, low cardinality.
     pub fn label(&self) -> &'static str {
         match self {

@@ -155,6 +155,10 @@ impl Server {
         });
         tracing::info!(protocol = "grpc", addr = %grpc_addr, scheme, "listening");
 
+        tokio::spawn(crate::routing::controller::run(
+            models.clone(),
+            stop_models.clone(),
+        ));
         tokio::spawn(manage_models(
             models.clone(),
             args.poll_interval(),

@@ -6,14 +6,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crate::core::infer::{
-    InferRequest, InferResponse, ParamValue, Parameters, Protocol, parse_version,
+    InferRequest, InferResponse, ParamValue, Parameters, Protocol, ROUTING_KEY, parse_version,
 };
 use crate::core::signature::TensorSpec;
 use crate::error::{Error, Result};
 use crate::models::{ControlMode, LoadedVersion, ModelManager, VersionStatus};
 use crate::monitoring::metrics;
 use crate::registry;
-use crate::routing;
+use crate::routing::window::{Outcome, Variant};
+use crate::routing::{self, LiveRollout, Route, compare};
 
 pub const SERVER_NAME: &str = "switchyard";
 pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -285,6 +286,46 @@ impl Service {
         metrics::record_request(label, "", protocol, e.label(), started.elapsed());
     }
 
+    /// Chooses the version that answers a request: the one the caller named, else the model's
+    /// rollout split (when one is running or paused), else the default version. `header` reads a
+    /// request header (the A/B key may be one); the `routing_key` parameter of `request` is the
+    /// other place a sticky key can come from.
+    pub fn route(
+        &self,
+        model: &str,
+        version: &str,
+        header: &dyn Fn(&str) -> Option<String>,
+        request: Option<&InferRequest>,
+    ) -> Result<Route> {
+        check_name(model)?;
+        let named = parse_version(model, version)?;
+        let table = self.models.snapshot();
+        if named.is_none()
+            && let Some(entry) = table.models.get(model)
+            && let Some(live) = entry.active_rollout()
+        {
+            let spec = &live.state.spec;
+            let key = if spec.kind == routing::Kind::Ab {
+                spec.sticky_header.as_deref().and_then(header).or_else(|| {
+                    match request?.parameters.get(ROUTING_KEY)? {
+                        ParamValue::String(k) => Some(k.clone()),
+                        ParamValue::Int(k) => Some(k.to_string()),
+                        ParamValue::Uint(k) => Some(k.to_string()),
+                        _ => None,
+                    }
+                })
+            } else {
+                None
+            };
+            if let Some(route) =
+                routing::split::route(live, key.as_deref(), |v| entry.ready(v).cloned())
+            {
+                return Ok(route);
+            }
+        }
+        table.resolve(model, named).map(Route::direct)
+    }
+
     /// Runs one inference. `request` is what the front end decoded (its error, if decoding
     /// failed, is reported after the model lookup so an unknown model is always a 404). Every
     /// call is counted in the request metrics, `started` being when the request arrived.
@@ -296,21 +337,25 @@ impl Service {
         version: &str,
         request: Result<InferRequest>,
     ) -> Result<InferResponse> {
-        let target = self.resolve(model, version);
-        self.infer_on(protocol, started, model, target, request)
+        let route = self.route(model, version, &|_| None, request.as_ref().ok());
+        self.infer_on(protocol, started, model, route, request)
             .await
     }
 
-    /// Runs one inference on a version the front end already resolved (REST resolves before
+    /// Runs one inference on a version the front end already routed (REST routes before
     /// reading the body, so an unknown model or a full queue costs no decoding).
     pub async fn infer_on(
         &self,
         protocol: Protocol,
         started: Instant,
         model: &str,
-        target: Result<Arc<LoadedVersion>>,
+        route: Result<Route>,
         request: Result<InferRequest>,
     ) -> Result<InferResponse> {
+        let (target, variant, rollout, copy) = match route {
+            Ok(r) => (Ok(r.target), r.variant, r.rollout, r.copy),
+            Err(e) => (Err(e), None, None, None),
+        };
         // If the caller goes away mid-request this future is dropped: count it as cancelled.
         let mut cancelled = CancelGuard {
             target: target.as_deref().ok(),
@@ -320,7 +365,21 @@ impl Service {
         let result = match (&target, request) {
             (Err(e), _) => Err(e.clone()),
             (Ok(_), Err(e)) => Err(e),
-            (Ok(t), Ok(req)) => t.infer(req).await,
+            (Ok(t), Ok(req)) => {
+                // Only a request that will be copied is cloned.
+                let copy_of = copy.as_ref().map(|_| req.clone());
+                let mut result = t.infer(req).await;
+                if let (Some(live), Some(v)) = (&rollout, variant) {
+                    observe_variant(live, v, &result, started.elapsed());
+                    if let Ok(resp) = &mut result {
+                        resp.variant = Some(v);
+                        if let (Some(copy), Some(req)) = (copy, copy_of) {
+                            spawn_copy(live.clone(), v, t.clone(), copy, req, &resp.outputs);
+                        }
+                    }
+                }
+                result
+            }
         };
         cancelled.target = None;
         let outcome = match &result {
@@ -346,4 +405,69 @@ impl Service {
         }
         result
     }
+}
+
+/// Counts one request a variant of a rollout ran (a caller's or a copy) in the open interval.
+/// Failures of the caller's own making (bad inputs) say nothing of the version: not counted.
+fn observe_variant(
+    live: &LiveRollout,
+    variant: Variant,
+    result: &Result<InferResponse>,
+    elapsed: std::time::Duration,
+) {
+    let outcome = match result {
+        Ok(resp) => {
+            let (rows, non_finite_rows) = compare::non_finite_rows(&resp.outputs);
+            Outcome::Answered {
+                rows,
+                non_finite_rows,
+            }
+        }
+        Err(e) if e.server_side() => Outcome::ServerError,
+        Err(_) => return,
+    };
+    live.window.record(variant, outcome, elapsed);
+}
+
+/// Runs a copy of a request on the other variant after the caller has its answer, and compares
+/// the two answers. Never delays or fails the caller: it runs in its own task, and is shed
+/// (counted) when the other version's queue is half full.
+fn spawn_copy(
+    live: Arc<LiveRollout>,
+    served: Variant,
+    answered_by: Arc<LoadedVersion>,
+    copy: Arc<LoadedVersion>,
+    request: InferRequest,
+    answer: &[crate::core::tensor::Tensor],
+) {
+    if copy.scheduler.half_full() {
+        metrics::record_shadow(&copy.model, "shed");
+        return;
+    }
+    let stable_task = match served {
+        Variant::Stable => answered_by.task.clone(),
+        Variant::Candidate => copy.task.clone(),
+    };
+    let answer = answer.to_vec();
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let result = copy.infer(request).await;
+        let other = served.other();
+        observe_variant(&live, other, &result, started.elapsed());
+        match result {
+            Ok(resp) => {
+                metrics::record_shadow(&copy.model, "answered");
+                let measure = compare::Measure::from_task(stable_task.as_deref());
+                let (stable, candidate) = match served {
+                    Variant::Stable => (&answer, &resp.outputs),
+                    Variant::Candidate => (&resp.outputs, &answer),
+                };
+                live.window.compare(|a| a.add(measure, stable, candidate));
+            }
+            Err(e) => {
+                metrics::record_shadow(&copy.model, "failed");
+                tracing::debug!(model = %copy.model, version = copy.version, error = %e, "copy of a request failed");
+            }
+        }
+    });
 }

@@ -70,7 +70,13 @@ pub struct InferResponse {
     pub id: Option<String>,
     pub outputs: Vec<Tensor>,
     pub parameters: Parameters,
+    /// Which side of a rollout answered (`None` outside rollouts); REST sends it as
+    /// `x-switchyard-variant`.
+    pub variant: Option<crate::routing::Variant>,
 }
+
+/// The request parameter that carries a sticky A/B key (for callers that cannot set a header).
+pub const ROUTING_KEY: &str = "routing_key";
 
 /// Parses the version a caller named: empty means "let the server choose".
 pub fn parse_version(model: &str, version: &str) -> Result<Option<u64>> {

@@ -30,6 +30,8 @@ use crate::service::{self, ModelMetadata, Service};
 
 /// Triton's binary extension header: the length of the JSON part of a body.
 pub const HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
+/// Which side of a rollout answered: `stable` or `candidate` (absent outside rollouts).
+pub const HEADER_VARIANT: &str = "x-switchyard-variant";
 
 /// Bodies larger than this are decompressed and decoded on a blocking thread, so one big request
 /// never stalls the async threads that serve everyone's small ones.
@@ -238,10 +240,16 @@ async fn run_infer(
     let started = Instant::now();
     let leftover = body::Leftover::new(&headers, s.read_timeout, &s.stop);
     // Admission before work: an unknown model, a full queue or a bad header costs no body read.
-    let first = s.service.resolve(&model, &version);
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let first = s.service.route(&model, &version, &header, None);
     let admitted = match &first {
         Err(e) => Err(e.clone()),
-        Ok(t) => t.scheduler.refuse_if_full(),
+        Ok(r) => r.target.scheduler.refuse_if_full(),
     }
     .and_then(|()| Ok((body::header_length(&headers)?, body::encoding(&headers)?)));
     let (target, request, _permit) = match admitted {
@@ -263,7 +271,14 @@ async fn run_infer(
                 (Ok(_), None) => Err(service::server_busy(s.max_concurrent_requests)),
                 (read, _) => read,
             };
-            (s.service.resolve(&model, &version), read, permit)
+            // Routed again now the body is in: the A/B key may be a request parameter.
+            let route = s.service.route(
+                &model,
+                &version,
+                &header,
+                read.as_ref().ok().map(|(r, _)| r),
+            );
+            (route, read, permit)
         }
     };
     let (request, format) = match request {
@@ -274,8 +289,12 @@ async fn run_infer(
         .service
         .infer_on(Protocol::Http, started, &model, target, request)
         .await
-        .and_then(|resp| codec::encode_response(&resp, &format));
-    match result {
+        .and_then(|resp| Ok((codec::encode_response(&resp, &format)?, resp.variant)));
+    let (result, variant) = match result {
+        Ok((encoded, variant)) => (Ok(encoded), variant),
+        Err(e) => (Err(e), None),
+    };
+    let mut response = match result {
         Ok((bytes, None)) => (
             [(
                 header::CONTENT_TYPE,
@@ -299,7 +318,14 @@ async fn run_infer(
         )
             .into_response(),
         Err(e) => error_response(&e),
+    };
+    if let Some(v) = variant {
+        response.headers_mut().insert(
+            header::HeaderName::from_static(HEADER_VARIANT),
+            HeaderValue::from_static(v.as_str()),
+        );
     }
+    response
 }
 
 /// How an inference body is encoded, from its headers.

@@ -58,6 +58,7 @@ impl LoadedVersion {
             id,
             outputs,
             parameters: Parameters::new(),
+            variant: None,
         })
     }
 }

@@ -109,12 +109,18 @@ impl Check for Latency {
         }
         let (c, st) = (s.candidate.p99_ms, s.stable.p99_ms);
         let ratio = if st > 0.0 { c / st } else { f64::NAN };
-        result(
+        let mut r = result(
             self,
             ratio,
             spec.max_p99_ratio,
             format!("candidate p99 {c:.3} ms vs stable {st:.3} ms"),
-        )
+        );
+        if r.verdict == Verdict::Fail && c - st <= spec.p99_slack_ms {
+            r.verdict = Verdict::Pass;
+            r.detail
+                .push_str(&format!(", within the {} ms slack", spec.p99_slack_ms));
+        }
+        r
     }
 }
 
@@ -213,6 +219,7 @@ mod tests {
     fn spec() -> RolloutSpec {
         let mut s = RolloutSpec::new(2);
         s.min_requests = 10;
+        s.p99_slack_ms = 0.5;
         s
     }
 
@@ -280,6 +287,12 @@ mod tests {
         }
         let r = analyse(&w.summary(), &spec());
         assert!(r.iter().all(|c| c.verdict == Verdict::Fail), "{r:?}");
+        // The same slowness within the slack passes.
+        let mut lenient = spec();
+        lenient.p99_slack_ms = 5.0;
+        let l = Latency.evaluate(&w.summary(), &lenient);
+        assert_eq!(l.verdict, Verdict::Pass, "{}", l.detail);
+        assert!(l.detail.contains("slack"));
         assert!((r[0].value - 0.15).abs() < 1e-9);
         assert!(r[1].value > 9.0, "{}", r[1].value);
         assert!(

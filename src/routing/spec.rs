@@ -71,6 +71,10 @@ pub struct RolloutSpec {
     /// The candidate's p99 latency may be at most this multiple of stable's.
     #[serde(default = "default_p99_ratio")]
     pub max_p99_ratio: f64,
+    /// ...and only fails when the candidate's p99 is also this many milliseconds above stable's,
+    /// so sub-millisecond jitter of fast models does not roll a good candidate back.
+    #[serde(default = "default_p99_slack_ms")]
+    pub p99_slack_ms: f64,
     /// Classifiers: the largest fraction of compared rows whose label or arg-max may differ.
     /// Regressors: the largest mean absolute difference relative to stable's output spread.
     #[serde(default = "default_disagreement")]
@@ -102,6 +106,9 @@ fn default_error_rate_increase() -> f64 {
 fn default_p99_ratio() -> f64 {
     1.5
 }
+fn default_p99_slack_ms() -> f64 {
+    1.0
+}
 fn default_disagreement() -> f64 {
     0.05
 }
@@ -130,6 +137,7 @@ impl RolloutSpec {
             compare_fraction: default_compare_fraction(),
             max_error_rate_increase: default_error_rate_increase(),
             max_p99_ratio: default_p99_ratio(),
+            p99_slack_ms: default_p99_slack_ms(),
             max_disagreement: default_disagreement(),
             max_nan_rate: 0.0,
             min_requests: default_min_requests(),
@@ -222,6 +230,12 @@ impl RolloutSpec {
             return Err(format!(
                 "\"max_p99_ratio\" is {}: it must be at least 1",
                 self.max_p99_ratio
+            ));
+        }
+        if !(self.p99_slack_ms.is_finite() && self.p99_slack_ms >= 0.0) {
+            return Err(format!(
+                "\"p99_slack_ms\" is {}: it must be a number of milliseconds, at least 0",
+                self.p99_slack_ms
             ));
         }
         if self.min_requests == 0 {

@@ -422,7 +422,17 @@ impl Rollout {
                     .map(CheckResult::describe)
                     .collect();
                 if self.failures >= self.spec.failure_limit {
-                    self.failed_interval_end_ms = Some(self.interval_end_ms().min(now_ms));
+                    // An interval that waited for data ended when the data was enough: now.
+                    let waited =
+                        self.history.iter().rev().any(|e| {
+                            e.interval == interval && e.decision == Decision::Inconclusive
+                        });
+                    let end = if waited {
+                        now_ms
+                    } else {
+                        self.interval_end_ms()
+                    };
+                    self.failed_interval_end_ms = Some(end.min(now_ms));
                     self.finish(Phase::Aborted, now_ms);
                     let reason = format!(
                         "rolled back to version {} after {} failed interval(s) (failure_limit {}): {}",
