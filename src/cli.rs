@@ -43,6 +43,99 @@ pub enum Command {
     /// Pin the version that serves requests naming none; stored in the registry, so it survives
     /// restarts and every replica sharing the registry follows it.
     Promote(PromoteArgs),
+    /// Progressive delivery: start, watch, pause, resume, promote or abort a model's rollout
+    /// (canary, sticky A/B or shadow), and read its decisions.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Start rolling out a candidate version; prints the rollout's status.
+    Start(Box<RolloutStartArgs>),
+    /// The rollout's phase, step, what this replica measured in the open interval and its
+    /// checks, and the last decision.
+    Status(RolloutArgs),
+    /// Hold the weights where they are: no analysis, no steps, until resumed.
+    Pause(RolloutArgs),
+    /// Resume a paused rollout with a fresh interval.
+    Resume(RolloutArgs),
+    /// End the rollout now by pinning the candidate.
+    Promote(RolloutArgs),
+    /// End the rollout now: all traffic back to the stable version.
+    Abort(RolloutArgs),
+    /// Every decision of the rollout, with the checks behind it.
+    History(RolloutArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RolloutArgs {
+    /// Model name.
+    #[arg(value_parser = crate::registry::parse_model_name)]
+    pub model: String,
+    /// Print the server's JSON answer instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// A rollout spec from flags. Flags left out are not sent: the server fills its defaults.
+#[derive(Debug, Clone, Args)]
+pub struct RolloutStartArgs {
+    /// Model name.
+    #[arg(value_parser = crate::registry::parse_model_name)]
+    pub model: String,
+    /// The version to roll out.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub candidate: u64,
+    /// The version serving now (default: the pinned one, else the one serving requests that
+    /// name no version).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub stable: Option<u64>,
+    /// How traffic is split (default canary).
+    #[arg(long, value_enum)]
+    pub kind: Option<crate::routing::Kind>,
+    /// The candidate's share at each step, in percent, increasing (default 5,25,50,100; not for
+    /// shadow).
+    #[arg(long, value_delimiter = ',', value_parser = step_percent)]
+    pub steps: Option<Vec<f64>>,
+    /// How long each analysis interval lasts: "60s", "5m", "1h" (default 60s).
+    #[arg(long, value_parser = interval_text)]
+    pub interval: Option<String>,
+    /// A/B: the request header whose value keeps a caller on its variant.
+    #[arg(long)]
+    pub sticky_header: Option<String>,
+    /// Shadow: the fraction of requests copied to the candidate (default 1).
+    #[arg(long)]
+    pub shadow_fraction: Option<f64>,
+    /// Canary and A/B: the fraction of requests also run on the other variant to measure
+    /// disagreement (default 0.1).
+    #[arg(long)]
+    pub compare_fraction: Option<f64>,
+    /// Largest fraction of compared rows whose predictions may differ (default 0.05).
+    #[arg(long)]
+    pub max_disagreement: Option<f64>,
+    /// How much the candidate's error rate may exceed stable's (default 0.01).
+    #[arg(long)]
+    pub max_error_rate_increase: Option<f64>,
+    /// Largest candidate p99 latency as a multiple of stable's (default 1.5).
+    #[arg(long)]
+    pub max_p99_ratio: Option<f64>,
+    /// Largest fraction of candidate rows with NaN or infinite outputs (default 0).
+    #[arg(long)]
+    pub max_nan_rate: Option<f64>,
+    /// Fewest requests per variant before a check can pass or fail (default 100).
+    #[arg(long)]
+    pub min_requests: Option<u64>,
+    /// Failed intervals that roll the candidate back (default 2).
+    #[arg(long)]
+    pub failure_limit: Option<u32>,
+    /// Print the server's JSON answer instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 /// Where the running server's admin endpoints are, and how to prove who we are.
@@ -247,6 +340,20 @@ fn poll_secs(s: &str) -> Result<f64, String> {
             "'{s}' is not a number of seconds between 0.01 and 86400"
         )),
     }
+}
+
+/// One `--steps` entry: a percentage, with or without its `%`.
+fn step_percent(s: &str) -> Result<f64, String> {
+    let n = s.trim().trim_end_matches('%').trim();
+    n.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite())
+        .ok_or_else(|| format!("'{s}' is not a percentage (e.g. --steps 5,25,50,100)"))
+}
+
+/// `--interval` is sent as written (the server reads it); parsing it here fails fast.
+fn interval_text(s: &str) -> Result<String, String> {
+    crate::routing::spec::parse_duration(s).map(|_| s.to_string())
 }
 
 fn read_timeout_secs(s: &str) -> Result<f64, String> {
