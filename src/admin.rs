@@ -370,6 +370,7 @@ const SPEC_FIELDS: &[&str] = &[
     "compare_fraction",
     "max_error_rate_increase",
     "max_p99_ratio",
+    "p99_slack_ms",
     "max_disagreement",
     "max_nan_rate",
     "min_requests",
@@ -398,6 +399,7 @@ fn start_body(a: &RolloutStartArgs) -> Result<Value, String> {
         a.max_error_rate_increase.map(|v| json!(v)),
     );
     put("max_p99_ratio", a.max_p99_ratio.map(|v| json!(v)));
+    put("p99_slack_ms", a.p99_slack_ms.map(|v| json!(v)));
     put("max_disagreement", a.max_disagreement.map(|v| json!(v)));
     put("max_nan_rate", a.max_nan_rate.map(|v| json!(v)));
     put("min_requests", a.min_requests.map(|v| json!(v)));
@@ -625,6 +627,20 @@ pub fn rollout_table(status: &Value, now: jiff::Timestamp) -> String {
     ));
     out.push_str(&format!("reason:     {}\n", cell(&r["reason"])));
 
+    let last = &r["last_decision"];
+    let active = matches!(r["phase"].as_str(), Some("running" | "paused"));
+    if !active {
+        // What was measured after the end decides nothing: the decisions are in the history.
+        if !last.is_null() {
+            out.push_str(&format!(
+                "\nlast decision: {}  {}  {}\n",
+                cell(&last["at"]),
+                cell(&last["decision"]),
+                cell(&last["reason"])
+            ));
+        }
+        return out;
+    }
     let w = &r["window"];
     out.push_str("\nopen interval, as this replica measured it:\n");
     let variants: Vec<Vec<String>> = [("stable", &r["stable"]), ("candidate", &r["candidate"])]
@@ -682,7 +698,6 @@ pub fn rollout_table(status: &Value, now: jiff::Timestamp) -> String {
         ),
     );
 
-    let last = &r["last_decision"];
     if !last.is_null() {
         out.push_str(&format!(
             "\nlast decision: {}  {}  {}\n",

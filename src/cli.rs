@@ -122,6 +122,9 @@ pub struct RolloutStartArgs {
     /// Largest candidate p99 latency as a multiple of stable's (default 1.5).
     #[arg(long)]
     pub max_p99_ratio: Option<f64>,
+    /// ...failing only when the candidate's p99 is also this many ms above stable's (default 1).
+    #[arg(long)]
+    pub p99_slack_ms: Option<f64>,
     /// Largest fraction of candidate rows with NaN or infinite outputs (default 0).
     #[arg(long)]
     pub max_nan_rate: Option<f64>,

@@ -72,6 +72,13 @@ pub fn start(models: &ModelManager, model: &str, mut spec: RolloutSpec) -> Resul
             })?
         }
     };
+    if spec.stable.is_none() && stable == spec.candidate {
+        return Err(Error::FailedPrecondition(format!(
+            "model '{model}' version {stable} already serves requests that name no version \
+             (pinned, or the highest ready version); say which version to roll out from with \
+             \"stable\" (--stable), or pin it first with `switchyard promote {model} V`"
+        )));
+    }
     spec.stable = Some(stable);
     spec.validate().map_err(Error::invalid)?;
     models.require_ready(model, stable)?;

@@ -150,7 +150,9 @@ pub struct Event {
     /// Unix time, milliseconds.
     pub at_ms: u64,
     pub decision: Decision,
+    /// The step (index) in effect after the decision.
     pub step: usize,
+    /// The analysis interval the decision is about.
     pub interval: u64,
     /// Which replica decided (host/pid), or the operator's action.
     pub by: String,
@@ -209,14 +211,15 @@ impl Rollout {
     pub fn start(spec: RolloutSpec, stable: u64, now_ms: u64, by: &str) -> Self {
         let id = format!("{now_ms:x}-{:08x}", fastrand::u32(..));
         let reason = format!(
-            "{} rollout of version {} over stable version {}, steps {:?}, interval {}",
+            "{} rollout of version {} over stable version {}, steps {}, interval {}",
             spec.kind.as_str(),
             spec.candidate,
             stable,
             spec.weights()
                 .iter()
                 .map(|w| format!("{}%", w * 100.0))
-                .collect::<Vec<_>>(),
+                .collect::<Vec<_>>()
+                .join(", "),
             super::spec::format_duration(spec.interval)
         );
         let mut r = Self {
@@ -269,8 +272,23 @@ impl Rollout {
         self.history.last()
     }
 
+    /// Records a decision about the open interval.
     fn record(
         &mut self,
+        at_ms: u64,
+        decision: Decision,
+        by: &str,
+        reason: String,
+        checks: Vec<CheckResult>,
+    ) {
+        self.record_for(self.interval, at_ms, decision, by, reason, checks);
+    }
+
+    /// Records a decision about `interval` (an analysis names the interval it judged, even once
+    /// the next one is open).
+    fn record_for(
+        &mut self,
+        interval: u64,
         at_ms: u64,
         decision: Decision,
         by: &str,
@@ -281,7 +299,7 @@ impl Rollout {
             rollout = %self.id,
             decision = ?decision,
             step = self.step,
-            interval = self.interval,
+            interval,
             by,
             %reason,
             "rollout decision"
@@ -291,7 +309,7 @@ impl Rollout {
             at_ms,
             decision,
             step: self.step,
-            interval: self.interval,
+            interval,
             by: by.to_string(),
             reason,
             checks,
@@ -441,7 +459,7 @@ impl Rollout {
                         self.spec.failure_limit,
                         failing.join("; ")
                     );
-                    self.record(now_ms, Decision::RolledBack, by, reason, checks);
+                    self.record_for(interval, now_ms, Decision::RolledBack, by, reason, checks);
                     return Some(Decision::RolledBack);
                 }
                 let reason = format!(
@@ -454,7 +472,7 @@ impl Rollout {
                 if current {
                     self.next_interval(now_ms);
                 }
-                self.record(now_ms, Decision::Failed, by, reason, checks);
+                self.record_for(interval, now_ms, Decision::Failed, by, reason, checks);
                 Some(Decision::Failed)
             }
             Verdict::Pass if current => {
@@ -465,7 +483,7 @@ impl Rollout {
                         "every step passed: version {} is promoted (pinned)",
                         self.candidate()
                     );
-                    self.record(now_ms, Decision::Succeeded, by, reason, checks);
+                    self.record_for(interval, now_ms, Decision::Succeeded, by, reason, checks);
                     return Some(Decision::Succeeded);
                 }
                 self.step += 1;
@@ -476,7 +494,7 @@ impl Rollout {
                     steps,
                     self.weight() * 100.0
                 );
-                self.record(now_ms, Decision::Advanced, by, reason, checks);
+                self.record_for(interval, now_ms, Decision::Advanced, by, reason, checks);
                 Some(Decision::Advanced)
             }
             Verdict::Inconclusive if current => {
@@ -498,7 +516,7 @@ impl Rollout {
                     self.step + 1,
                     waiting.join("; ")
                 );
-                self.record(now_ms, Decision::Inconclusive, by, reason, checks);
+                self.record_for(interval, now_ms, Decision::Inconclusive, by, reason, checks);
                 Some(Decision::Inconclusive)
             }
             _ => None,
