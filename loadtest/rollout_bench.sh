@@ -42,7 +42,7 @@ abort() { curl -s -X POST "http://127.0.0.1:$1/admin/models/$2/rollout/abort" >/
 run() {   # <name> <loadtest args...>: one target; prints "<req/s> <p99 ms> <errors>"
   local name=$1; shift
   $LT --quiet --duration "$DURATION" --warmup "$WARMUP" --model mlp_small "$@" --json >"$OUT/rollout-$name.json"
-  python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['results'][0]; print(r['requests_per_s'], r['latency_ms']['p99'], r['errors'])" \
+  python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['results'][0]; print(r['requests_per_s'], r['latency_ms']['p99'], sum(r['errors'].values()) if isinstance(r['errors'], dict) else r['errors'])" \
     "$OUT/rollout-$name.json"
 }
 

@@ -16,6 +16,7 @@ use crate::core::infer::Protocol;
 use crate::core::signature::TensorSpec;
 use crate::error::Error;
 use crate::listener::Accepted;
+use crate::routing::Variant;
 use crate::service::{self, Service};
 use crate::shutdown;
 
@@ -114,28 +115,44 @@ impl GrpcFrontEnd {
         &self,
         started: Instant,
         req: pb::ModelInferRequest,
-    ) -> Result<pb::ModelInferResponse, Error> {
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<(pb::ModelInferResponse, Option<Variant>), Error> {
         let Ok(_slot) = self.admission.clone().try_acquire_owned() else {
             let e = service::server_busy(self.max_concurrent);
             self.service
                 .record_refused(Protocol::Grpc, started, &req.model_name, &e);
             return Err(e);
         };
-        self.infer_one(started, req).await
+        self.infer_one(started, req, metadata).await
     }
 
+    /// Runs one request; an A/B rollout's sticky key may come from the call's metadata (the
+    /// rollout's `sticky_header`) or the `routing_key` parameter.
     async fn infer_one(
         &self,
         started: Instant,
         req: pb::ModelInferRequest,
-    ) -> Result<pb::ModelInferResponse, Error> {
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<(pb::ModelInferResponse, Option<Variant>), Error> {
         let model = req.model_name.clone();
         let version = req.model_version.clone();
         let decoded = convert::decode_request(req);
+        let header = |name: &str| {
+            metadata
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let route = self
+            .service
+            .route(&model, &version, &header, decoded.as_ref().ok());
         self.service
-            .infer(Protocol::Grpc, started, &model, &version, decoded)
+            .infer_on(Protocol::Grpc, started, &model, route, decoded)
             .await
-            .map(convert::encode_response)
+            .map(|resp| {
+                let variant = resp.variant;
+                (convert::encode_response(resp), variant)
+            })
     }
 }
 
@@ -202,9 +219,16 @@ impl GrpcInferenceService for GrpcFrontEnd {
         req: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let started = Instant::now();
-        Ok(Response::new(
-            self.infer_admitted(started, req.into_inner()).await?,
-        ))
+        let (metadata, _, message) = req.into_parts();
+        let (reply, variant) = self.infer_admitted(started, message, &metadata).await?;
+        let mut response = Response::new(reply);
+        if let Some(v) = variant {
+            response.metadata_mut().insert(
+                crate::http::HEADER_VARIANT,
+                tonic::metadata::MetadataValue::from_static(v.as_str()),
+            );
+        }
+        Ok(response)
     }
 
     type ModelStreamInferStream = ResponseStream;
@@ -214,10 +238,12 @@ impl GrpcInferenceService for GrpcFrontEnd {
         req: Request<Streaming<pb::ModelInferRequest>>,
     ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
         let this = self.clone();
-        let responses = req
-            .into_inner()
+        let (metadata, _, messages) = req.into_parts();
+        let metadata = Arc::new(metadata);
+        let responses = messages
             .map(move |msg| {
                 let this = this.clone();
+                let metadata = metadata.clone();
                 async move {
                     let req = msg?;
                     let started = Instant::now();
@@ -227,8 +253,8 @@ impl GrpcInferenceService for GrpcFrontEnd {
                         req.model_version.clone(),
                         req.id.clone(),
                     );
-                    Ok(match this.infer_admitted(started, req).await {
-                        Ok(resp) => pb::ModelStreamInferResponse {
+                    Ok(match this.infer_admitted(started, req, &metadata).await {
+                        Ok((resp, _)) => pb::ModelStreamInferResponse {
                             error_message: String::new(),
                             infer_response: Some(resp),
                         },
