@@ -10,6 +10,11 @@ pub enum Error {
     /// The request is malformed or does not fit the model's signature.
     #[error("{0}")]
     InvalidInput(String),
+    /// The model refused values that fit its signature, at run time (an index out of range, say).
+    /// The caller gets the same answer as for any invalid input, but a rollout counts it against
+    /// the version that refused: another version may answer the same request.
+    #[error("{0}")]
+    Rejected(String),
     /// No such model or version.
     #[error("{0}")]
     NotFound(String),
@@ -67,10 +72,17 @@ impl Error {
         )
     }
 
+    /// What a rollout's error-rate check counts against the version that ran the request: its
+    /// server-side failures, and the inputs it refused at run time.
+    pub fn fails_the_version(&self) -> bool {
+        self.server_side() || matches!(self, Self::Rejected(_))
+    }
+
     /// The label used in metrics (`outcome`/`reason`): short, stable, low cardinality.
     pub fn label(&self) -> &'static str {
         match self {
             Self::InvalidInput(_) => "invalid_input",
+            Self::Rejected(_) => "rejected",
             Self::NotFound(_) => "model_not_found",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::ReadTimeout(_) => "read_timeout",
@@ -90,6 +102,7 @@ impl Error {
         let wrap = |m: String| format!("{prefix}: {m}");
         match self {
             Self::InvalidInput(m) => Self::InvalidInput(wrap(m)),
+            Self::Rejected(m) => Self::Rejected(wrap(m)),
             Self::NotFound(m) => Self::NotFound(wrap(m)),
             Self::ReadTimeout(m) => Self::ReadTimeout(wrap(m)),
             Self::Unavailable(m) => Self::Unavailable(wrap(m)),
@@ -113,6 +126,7 @@ mod tests {
     fn labels_are_distinct() {
         let all = [
             Error::invalid("x"),
+            Error::Rejected("x".into()),
             Error::NotFound("x".into()),
             Error::PayloadTooLarge { size: 2, limit: 1 },
             Error::ReadTimeout("x".into()),
@@ -127,6 +141,14 @@ mod tests {
         ];
         let labels: std::collections::HashSet<_> = all.iter().map(Error::label).collect();
         assert_eq!(labels.len(), all.len());
+    }
+
+    #[test]
+    fn a_run_time_refusal_counts_against_the_version_a_bad_input_does_not() {
+        assert!(Error::Rejected("index 1000 out of range".into()).fails_the_version());
+        assert!(Error::Inference("x".into()).fails_the_version());
+        assert!(!Error::invalid("wrong shape").fails_the_version());
+        assert!(!Error::Rejected("x".into()).server_side());
     }
 
     #[test]

@@ -408,7 +408,8 @@ impl Service {
 }
 
 /// Counts one request a variant of a rollout ran (a caller's or a copy) in the open interval.
-/// Failures of the caller's own making (bad inputs) say nothing of the version: not counted.
+/// Failures of the caller's own making (bad inputs) say nothing of the version: not counted; but
+/// inputs that fit the signature and that the version refused at run time are its failure.
 fn observe_variant(
     live: &LiveRollout,
     variant: Variant,
@@ -423,7 +424,7 @@ fn observe_variant(
                 non_finite_rows,
             }
         }
-        Err(e) if e.server_side() => Outcome::ServerError,
+        Err(e) if e.fails_the_version() => Outcome::ServerError,
         Err(_) => return,
     };
     live.window.record(variant, outcome, elapsed);

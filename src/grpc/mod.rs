@@ -41,7 +41,7 @@ pub struct GrpcOptions {
 /// The gRPC code of each error variant.
 pub fn code_of(e: &Error) -> Code {
     match e {
-        Error::InvalidInput(_) => Code::InvalidArgument,
+        Error::InvalidInput(_) | Error::Rejected(_) => Code::InvalidArgument,
         Error::NotFound(_) => Code::NotFound,
         Error::PayloadTooLarge { .. } => Code::ResourceExhausted,
         Error::ReadTimeout(_) => Code::DeadlineExceeded,

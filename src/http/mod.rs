@@ -79,7 +79,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
 /// The HTTP status of each error variant.
 pub fn status_of(e: &Error) -> StatusCode {
     match e {
-        Error::InvalidInput(_) => StatusCode::BAD_REQUEST,
+        Error::InvalidInput(_) | Error::Rejected(_) => StatusCode::BAD_REQUEST,
         Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         Error::ReadTimeout(_) => StatusCode::REQUEST_TIMEOUT,

@@ -65,7 +65,8 @@ fn pct(x: f64) -> String {
     format!("{:.2}%", x * 100.0)
 }
 
-/// Server-side failures (inference errors, timeouts, overload), candidate minus stable.
+/// Server-side failures (inference errors, timeouts, overload) and inputs refused at run time,
+/// candidate minus stable.
 pub struct ErrorRate;
 
 impl Check for ErrorRate {

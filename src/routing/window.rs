@@ -39,7 +39,8 @@ impl Variant {
 pub enum Outcome {
     /// Answered; with the number of rows and how many had a NaN or infinite output.
     Answered { rows: u64, non_finite_rows: u64 },
-    /// Failed on the server's side (inference error, timeout, overload, unavailable).
+    /// Failed on the server's side (inference error, timeout, overload, unavailable), or the
+    /// version refused inputs that fit its signature.
     ServerError,
 }
 

@@ -268,9 +268,10 @@ impl Backend for OnnxSession {
             values.push((t.name.as_str(), input_value(t)?));
         }
         let outputs = self.session.run(values).map_err(|e| match e.code() {
-            // The graph refused these values (an index out of range, say): the caller's problem.
+            // The graph refused these values (an index out of range, say): a 400 for the caller,
+            // a failure of this version for a rollout (another version may answer them).
             ErrorCode::InvalidArgument => {
-                Error::invalid(format!("the model rejected the input: {}", e.message()))
+                Error::Rejected(format!("the model rejected the input: {}", e.message()))
             }
             _ => Error::Inference(format!("ONNX Runtime failed: {e}")),
         })?;
