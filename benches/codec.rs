@@ -47,7 +47,6 @@ fn response(n: usize) -> InferResponse {
             ),
         ],
         parameters: Parameters::new(),
-        variant: None,
     }
 }
 

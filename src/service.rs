@@ -306,14 +306,18 @@ impl Service {
         {
             let spec = &live.state.spec;
             let key = if spec.kind == routing::Kind::Ab {
-                spec.sticky_header.as_deref().and_then(header).or_else(|| {
-                    match request?.parameters.get(ROUTING_KEY)? {
-                        ParamValue::String(k) => Some(k.clone()),
-                        ParamValue::Int(k) => Some(k.to_string()),
-                        ParamValue::Uint(k) => Some(k.to_string()),
-                        _ => None,
+                let param = match request.and_then(|r| r.parameters.get(ROUTING_KEY)) {
+                    None => None,
+                    Some(ParamValue::String(k)) => Some(k.clone()),
+                    Some(ParamValue::Int(k)) => Some(k.to_string()),
+                    Some(ParamValue::Uint(k)) => Some(k.to_string()),
+                    Some(other) => {
+                        return Err(Error::invalid(format!(
+                            "parameter '{ROUTING_KEY}' must be a string or an integer, got {other:?}"
+                        )));
                     }
-                })
+                };
+                spec.sticky_header.as_deref().and_then(header).or(param)
             } else {
                 None
             };
@@ -340,10 +344,13 @@ impl Service {
         let route = self.route(model, version, &|_| None, request.as_ref().ok());
         self.infer_on(protocol, started, model, route, request)
             .await
+            .0
     }
 
     /// Runs one inference on a version the front end already routed (REST routes before
-    /// reading the body, so an unknown model or a full queue costs no decoding).
+    /// reading the body, so an unknown model or a full queue costs no decoding). Also says which
+    /// side of a rollout answered (`None` outside rollouts), errors included, for the front ends'
+    /// `x-switchyard-variant`.
     pub async fn infer_on(
         &self,
         protocol: Protocol,
@@ -351,7 +358,7 @@ impl Service {
         model: &str,
         route: Result<Route>,
         request: Result<InferRequest>,
-    ) -> Result<InferResponse> {
+    ) -> (Result<InferResponse>, Option<Variant>) {
         let (target, variant, rollout, copy) = match route {
             Ok(r) => (Ok(r.target), r.variant, r.rollout, r.copy),
             Err(e) => (Err(e), None, None, None),
@@ -366,16 +373,23 @@ impl Service {
             (Err(e), _) => Err(e.clone()),
             (Ok(_), Err(e)) => Err(e),
             (Ok(t), Ok(req)) => {
-                // Only a request that will be copied is cloned.
+                // A copy whose version is busy is shed before anything is cloned for it.
+                let copy = copy.filter(|c| {
+                    let shed = c.scheduler.half_full();
+                    if shed {
+                        metrics::record_shadow(&c.model, "shed");
+                    }
+                    !shed
+                });
                 let copy_of = copy.as_ref().map(|_| req.clone());
-                let mut result = t.infer(req).await;
+                // The analysis compares the versions' own time (queue and run), measured the
+                // same way for callers and copies: not the caller's upload and decoding.
+                let ran = Instant::now();
+                let result = t.infer(req).await;
                 if let (Some(live), Some(v)) = (&rollout, variant) {
-                    observe_variant(live, v, &result, started.elapsed());
-                    if let Ok(resp) = &mut result {
-                        resp.variant = Some(v);
-                        if let (Some(copy), Some(req)) = (copy, copy_of) {
-                            spawn_copy(live.clone(), v, t.clone(), copy, req, &resp.outputs);
-                        }
+                    observe_variant(live, v, &result, ran.elapsed());
+                    if let (Ok(resp), Some(copy), Some(req)) = (&result, copy, copy_of) {
+                        spawn_copy(live.clone(), v, t.clone(), copy, req, &resp.outputs);
                     }
                 }
                 result
@@ -403,7 +417,7 @@ impl Service {
         if let Err(e) = &result {
             tracing::debug!(model, protocol = protocol.as_str(), error = %e, "inference failed");
         }
-        result
+        (result, variant)
     }
 }
 
@@ -441,10 +455,6 @@ fn spawn_copy(
     request: InferRequest,
     answer: &[crate::core::tensor::Tensor],
 ) {
-    if copy.scheduler.half_full() {
-        metrics::record_shadow(&copy.model, "shed");
-        return;
-    }
     let stable_task = match served {
         Variant::Stable => answered_by.task.clone(),
         Variant::Candidate => copy.task.clone(),

@@ -359,7 +359,7 @@ async fn bad_candidate(
 ) -> Vec<Reply> {
     let s = start(model, candidate, "").await;
     let mut full = json!({
-        "candidate": 2, "stable": 1, "kind": "canary", "steps": [25, 50, 75, 100],
+        "candidate": 2, "stable": 1, "kind": "canary", "steps": [25, 50, 75],
         "interval": "400ms", "min_requests": 20, "failure_limit": 2, "p99_slack_ms": 1000.0,
     });
     for (k, v) in spec.as_object().unwrap() {

@@ -618,7 +618,6 @@ mod tests {
                 Tensor::new("p", vec![2, 1], TensorData::Fp32(vec![0.25, 0.5])),
             ],
             parameters: Parameters::new(),
-            variant: None,
         };
         let (body, header) = encode_response(&resp, &OutputFormat::default()).unwrap();
         assert_eq!(header, None);

@@ -70,9 +70,6 @@ pub struct InferResponse {
     pub id: Option<String>,
     pub outputs: Vec<Tensor>,
     pub parameters: Parameters,
-    /// Which side of a rollout answered (`None` outside rollouts); REST sends it as
-    /// `x-switchyard-variant`.
-    pub variant: Option<crate::routing::Variant>,
 }
 
 /// The request parameter that carries a sticky A/B key (for callers that cannot set a header).

@@ -292,7 +292,6 @@ mod tests {
             id: Some("q".into()),
             outputs: vec![Tensor::new("y", vec![2], TensorData::Fp32(vec![1.0, 2.0]))],
             parameters: Parameters::new(),
-            variant: None,
         });
         assert_eq!(r.model_version, "3");
         assert_eq!(r.outputs[0].datatype, "FP32");

@@ -116,12 +116,12 @@ impl GrpcFrontEnd {
         started: Instant,
         req: pb::ModelInferRequest,
         metadata: &tonic::metadata::MetadataMap,
-    ) -> Result<(pb::ModelInferResponse, Option<Variant>), Error> {
+    ) -> (Result<pb::ModelInferResponse, Error>, Option<Variant>) {
         let Ok(_slot) = self.admission.clone().try_acquire_owned() else {
             let e = service::server_busy(self.max_concurrent);
             self.service
                 .record_refused(Protocol::Grpc, started, &req.model_name, &e);
-            return Err(e);
+            return (Err(e), None);
         };
         self.infer_one(started, req, metadata).await
     }
@@ -133,7 +133,7 @@ impl GrpcFrontEnd {
         started: Instant,
         req: pb::ModelInferRequest,
         metadata: &tonic::metadata::MetadataMap,
-    ) -> Result<(pb::ModelInferResponse, Option<Variant>), Error> {
+    ) -> (Result<pb::ModelInferResponse, Error>, Option<Variant>) {
         let model = req.model_name.clone();
         let version = req.model_version.clone();
         let decoded = convert::decode_request(req);
@@ -146,13 +146,11 @@ impl GrpcFrontEnd {
         let route = self
             .service
             .route(&model, &version, &header, decoded.as_ref().ok());
-        self.service
+        let (result, variant) = self
+            .service
             .infer_on(Protocol::Grpc, started, &model, route, decoded)
-            .await
-            .map(|resp| {
-                let variant = resp.variant;
-                (convert::encode_response(resp), variant)
-            })
+            .await;
+        (result.map(convert::encode_response), variant)
     }
 }
 
@@ -220,15 +218,28 @@ impl GrpcInferenceService for GrpcFrontEnd {
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let started = Instant::now();
         let (metadata, _, message) = req.into_parts();
-        let (reply, variant) = self.infer_admitted(started, message, &metadata).await?;
-        let mut response = Response::new(reply);
-        if let Some(v) = variant {
-            response.metadata_mut().insert(
-                crate::http::HEADER_VARIANT,
-                tonic::metadata::MetadataValue::from_static(v.as_str()),
-            );
+        let (result, variant) = self.infer_admitted(started, message, &metadata).await;
+        // Failures say which side of a rollout failed them too.
+        let tag = |m: &mut tonic::metadata::MetadataMap| {
+            if let Some(v) = variant {
+                m.insert(
+                    crate::http::HEADER_VARIANT,
+                    tonic::metadata::MetadataValue::from_static(v.as_str()),
+                );
+            }
+        };
+        match result {
+            Ok(reply) => {
+                let mut response = Response::new(reply);
+                tag(response.metadata_mut());
+                Ok(response)
+            }
+            Err(e) => {
+                let mut status = Status::from(e);
+                tag(status.metadata_mut());
+                Err(status)
+            }
         }
-        Ok(response)
     }
 
     type ModelStreamInferStream = ResponseStream;
@@ -253,8 +264,8 @@ impl GrpcInferenceService for GrpcFrontEnd {
                         req.model_version.clone(),
                         req.id.clone(),
                     );
-                    Ok(match this.infer_admitted(started, req, &metadata).await {
-                        Ok((resp, _)) => pb::ModelStreamInferResponse {
+                    Ok(match this.infer_admitted(started, req, &metadata).await.0 {
+                        Ok(resp) => pb::ModelStreamInferResponse {
                             error_message: String::new(),
                             infer_response: Some(resp),
                         },

@@ -285,15 +285,11 @@ async fn run_infer(
         Ok((r, f)) => (Ok(r), f),
         Err(e) => (Err(e), codec::OutputFormat::default()),
     };
-    let result = s
+    let (result, variant) = s
         .service
         .infer_on(Protocol::Http, started, &model, target, request)
-        .await
-        .and_then(|resp| Ok((codec::encode_response(&resp, &format)?, resp.variant)));
-    let (result, variant) = match result {
-        Ok((encoded, variant)) => (Ok(encoded), variant),
-        Err(e) => (Err(e), None),
-    };
+        .await;
+    let result = result.and_then(|resp| codec::encode_response(&resp, &format));
     let mut response = match result {
         Ok((bytes, None)) => (
             [(

@@ -101,6 +101,7 @@ pub struct ModelManager {
     /// Bumped whenever the table or the load state changes, for watchers (gRPC health).
     changes: tokio::sync::watch::Sender<u64>,
     control: Mutex<Control>,
+    routing: Mutex<()>,
 }
 
 impl ModelManager {
@@ -117,6 +118,7 @@ impl ModelManager {
             initial_load_done: AtomicBool::new(false),
             changes: tokio::sync::watch::Sender::new(0),
             control: Mutex::new(Control::default()),
+            routing: Mutex::new(()),
         }
     }
 
@@ -153,6 +155,12 @@ impl ModelManager {
             next
         });
         self.changed();
+    }
+
+    /// Serializes reads-and-applies of routing policies with writes of them, so a state read
+    /// before another thread's write is never applied after it. Taken after `control` when both.
+    fn routing_lock(&self) -> MutexGuard<'_, ()> {
+        self.routing.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock(&self) -> MutexGuard<'_, Control> {
@@ -317,7 +325,8 @@ impl ModelManager {
         name: &str,
         mut change: impl FnMut(&mut Routing) -> T,
     ) -> Result<(Routing, T)> {
-        let _control = self.lock();
+        // Not the control lock: a rollback must not wait behind a model load.
+        let _routing = self.routing_lock();
         if !self.snapshot().models.contains_key(name) {
             return Err(Error::NotFound(format!("unknown model '{name}'")));
         }
@@ -369,7 +378,7 @@ impl ModelManager {
     /// Re-reads every loaded model's routing policy (other replicas may have promoted, or moved
     /// a rollout on).
     pub fn refresh_routing(&self) {
-        let _control = self.lock();
+        let _routing = self.routing_lock();
         let names: Vec<String> = self.snapshot().models.keys().cloned().collect();
         for name in names {
             match self.registry.routing(&name) {
@@ -468,24 +477,31 @@ impl ModelManager {
             );
             return self.fail_model(model, reason, pass);
         }
-        let routing = match self.registry.routing(model) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(model, error = %e, "cannot read the routing policy; nothing pinned");
-                Routing::default()
-            }
-        };
         let clean = self
             .snapshot()
             .models
             .get(model)
             .is_some_and(|e| e.error.is_none());
+        let known = self.snapshot().models.contains_key(model);
         if !clean {
             self.publish(|t| {
                 t.models.entry(model.to_string()).or_default().error = None;
             });
         }
-        self.apply_routing(model, &routing);
+        {
+            let _routing = self.routing_lock();
+            match self.registry.routing(model) {
+                Ok(r) => self.apply_routing(model, &r),
+                // Keep serving the policy we have (pin and rollout): a passing read error must
+                // not end a rollout and send traffic to the highest version.
+                Err(e) if known => {
+                    tracing::warn!(model, error = %e, "cannot read the routing policy; keeping the current one")
+                }
+                Err(e) => {
+                    tracing::warn!(model, error = %e, "cannot read the routing policy; nothing pinned")
+                }
+            }
+        }
 
         for &v in &selected {
             let stamp = match self.registry.stamp(model, Some(v), MODEL_FILE) {

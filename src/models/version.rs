@@ -58,7 +58,6 @@ impl LoadedVersion {
             id,
             outputs,
             parameters: Parameters::new(),
-            variant: None,
         })
     }
 }

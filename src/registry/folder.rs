@@ -321,10 +321,19 @@ impl Registry for FolderRegistry {
             ),
             None => None,
         };
-        let mut routing = read_routing(current, &rel(ROUTING_FILE), |e| io(ROUTING_FILE, e))?;
+        let before = read_routing(current, &rel(ROUTING_FILE), |e| io(ROUTING_FILE, e))?;
+        let mut routing = before.clone();
         change(&mut routing);
-        replace_file(dir, ROUTING_FILE, routing.to_toml().as_bytes(), mode)
-            .map_err(|e| io(ROUTING_FILE, e))?;
+        // A change that changed nothing (a decision another replica already made, a refusal)
+        // writes nothing.
+        if routing != before {
+            let text = routing.to_toml().map_err(|reason| RegistryError::Refused {
+                path: rel(ROUTING_FILE),
+                reason,
+            })?;
+            replace_file(dir, ROUTING_FILE, text.as_bytes(), mode)
+                .map_err(|e| io(ROUTING_FILE, e))?;
+        }
         drop(lock);
         Ok(routing)
     }

@@ -25,12 +25,15 @@ impl Routing {
         toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
     }
 
-    pub fn to_toml(&self) -> String {
-        let body = toml::to_string(self).unwrap_or_default();
-        format!(
+    /// The file's text; an error (never expected) is refused rather than written as an empty
+    /// policy, which would drop the pin and the rollout.
+    pub fn to_toml(&self) -> Result<String, String> {
+        let body =
+            toml::to_string(self).map_err(|e| format!("cannot write the routing policy: {e}"))?;
+        Ok(format!(
             "# Written by `switchyard promote` and `switchyard rollout`; read by every replica sharing \
              this registry.\n{body}"
-        )
+        ))
     }
 }
 
@@ -44,11 +47,11 @@ mod tests {
             pinned_version: Some(3),
             rollout: None,
         };
-        assert_eq!(Routing::parse(&r.to_toml()).unwrap(), r);
+        assert_eq!(Routing::parse(&r.to_toml().unwrap()).unwrap(), r);
         assert_eq!(Routing::parse("").unwrap(), Routing::default());
         assert!(Routing::parse("pinned = 3").unwrap_err().contains("pinned"));
         let spec = crate::routing::RolloutSpec::new(4);
         r.rollout = Some(Rollout::start(spec, 3, 1_000, "test"));
-        assert_eq!(Routing::parse(&r.to_toml()).unwrap(), r);
+        assert_eq!(Routing::parse(&r.to_toml().unwrap()).unwrap(), r);
     }
 }

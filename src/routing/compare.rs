@@ -168,6 +168,22 @@ impl Agreement {
         }
     }
 
+    /// What the summary needs, copied (cheap for classifiers; the regression sample is copied so
+    /// that sorting it happens outside the window's lock).
+    pub fn snapshot(&self) -> Agreement {
+        Agreement {
+            requests: self.requests,
+            rows: self.rows,
+            classified: self.classified,
+            disagreeing_rows: self.disagreeing_rows,
+            diffs: self.diffs.clone(),
+            diffs_seen: self.diffs_seen,
+            stable_n: self.stable_n,
+            stable_mean: self.stable_mean,
+            stable_m2: self.stable_m2,
+        }
+    }
+
     pub fn summary(&self) -> super::window::AgreementSummary {
         let regression = self.classified < self.requests && !self.diffs.is_empty();
         if !regression {
@@ -222,10 +238,19 @@ fn mark_label_differences(s: &Tensor, c: &Tensor, differs: &mut [bool]) {
         }
     };
     if let (Some(a), Some(b)) = (floats(&s.data), floats(&c.data)) {
+        if a.is_empty() || a.len() != b.len() {
+            if a.len() != b.len() {
+                differs.iter_mut().for_each(|d| *d = true);
+            }
+            return;
+        }
         let width = (a.len() / rows).max(1);
         for row in 0..rows {
-            let range = row * width..((row + 1) * width).min(a.len());
+            let range = (row * width).min(a.len())..((row + 1) * width).min(a.len());
             let (ra, rb) = (&a[range.clone()], &b[range]);
+            if ra.is_empty() {
+                continue;
+            }
             let same = if width == 1 {
                 (ra[0] > 0.5) == (rb[0] > 0.5)
             } else {
@@ -338,6 +363,14 @@ mod tests {
             &[values(&[0.0, f32::NAN, 20.0, 30.0])],
         );
         assert!(nan.summary().disagreement.is_infinite());
+    }
+
+    #[test]
+    fn empty_or_mismatched_scores_never_panic() {
+        let mut a = Agreement::default();
+        let empty = Tensor::new("s", vec![2, 0], TensorData::Fp32(vec![]));
+        a.add(Measure::Classification, &[empty.clone()], &[empty]);
+        assert_eq!(a.summary().disagreement, 0.0);
     }
 
     #[test]

@@ -183,8 +183,42 @@ fn due(models: &ModelManager) -> Vec<(String, Arc<LiveRollout>)> {
         .collect()
 }
 
+/// Why a version of the rollout cannot serve on this replica, if one cannot.
+fn unavailable(models: &ModelManager, model: &str, r: &Rollout) -> Option<String> {
+    let table = models.snapshot();
+    let entry = table.models.get(model)?;
+    [("stable", r.stable), ("candidate", r.candidate())]
+        .into_iter()
+        .find(|(_, v)| entry.ready(*v).is_none())
+        .map(|(role, v)| {
+            let state = entry
+                .versions
+                .get(&v)
+                .map_or("not loaded".to_string(), |s| match s.reason() {
+                    "" => s.name().to_lowercase(),
+                    why => format!("{}: {why}", s.name().to_lowercase()),
+                });
+            format!("the {role} version {v} is not ready on this replica ({state})")
+        })
+}
+
 /// Analyses the interval `live` measured and records the decision.
 fn decide(models: &ModelManager, model: &str, live: &LiveRollout, replica: &str) {
+    if let Some(why) = unavailable(models, model, &live.state) {
+        let id = live.state.id.as_str();
+        let written = models.update_routing(model, |r| {
+            r.rollout
+                .as_mut()
+                .filter(|ro| ro.id == id)
+                .is_some_and(|ro| ro.roll_back_unavailable(&why, now_ms(), replica))
+        });
+        match written {
+            Ok((_, true)) => metrics::record_deployment(model, "aborted"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(model, error = %e, "cannot record the rollback"),
+        }
+        return;
+    }
     let summary = live.window.summary();
     let checks = analyse(&summary, &live.state.spec);
     let verdict = Verdict::combine(&checks);

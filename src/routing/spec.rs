@@ -217,6 +217,17 @@ impl RolloutSpec {
                 ))
             }
         };
+        if self.kind != Kind::Shadow
+            && self.compare_fraction == 0.0
+            && self.weights().last().is_some_and(|w| *w >= 1.0)
+        {
+            return Err(
+                "a step of 100% sends no caller to the stable version, which is then \
+                        measured only through compared copies: \"compare_fraction\" must be \
+                        above 0 (or end the steps below 100 and let the success promote)"
+                    .into(),
+            );
+        }
         fraction("shadow_fraction", self.shadow_fraction, false)?;
         fraction("compare_fraction", self.compare_fraction, true)?;
         fraction(
@@ -347,6 +358,10 @@ mod tests {
             (r#"{"candidate": 2, "failure_limit": 0}"#, "failure_limit"),
             (r#"{"candidate": 2, "kind": "blue-green"}"#, "blue-green"),
             (r#"{"candidate": 2, "stable": 2}"#, "already the stable"),
+            (
+                r#"{"candidate": 2, "compare_fraction": 0}"#,
+                "compare_fraction",
+            ),
         ] {
             let e = spec(json).unwrap_err();
             assert!(e.contains(needle), "{json}: {e}");

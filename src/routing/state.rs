@@ -78,7 +78,7 @@ impl Verdict {
 }
 
 /// One check's value against its threshold.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CheckResult {
     pub check: String,
     pub verdict: Verdict,
@@ -87,6 +87,22 @@ pub struct CheckResult {
     pub threshold: f64,
     /// What the value is, in words ("candidate 2.0% vs stable 0.1%").
     pub detail: String,
+}
+
+/// Equal when every field is, NaN values included (a value not measured is NaN, and a state read
+/// back from the registry must compare equal to the one written, or every poll would republish it).
+impl PartialEq for CheckResult {
+    fn eq(&self, other: &Self) -> bool {
+        self.check == other.check
+            && self.verdict == other.verdict
+            && same(self.value, other.value)
+            && same(self.threshold, other.threshold)
+            && self.detail == other.detail
+    }
+}
+
+fn same(a: f64, b: f64) -> bool {
+    a == b || (a.is_nan() && b.is_nan())
 }
 
 impl CheckResult {
@@ -181,9 +197,10 @@ pub struct Rollout {
     /// When the open interval started (unix ms). Every replica times the interval from here.
     pub interval_started_ms: u64,
     pub failures: u32,
-    /// The last interval whose failure was counted (a failure counts once, whoever sees it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_failed_interval: Option<u64>,
+    /// The intervals whose failure was counted (each counts once, whoever sees it; at most
+    /// `failure_limit` entries, since the last one ends the rollout).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_intervals: Vec<u64>,
     pub started_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_ms: Option<u64>,
@@ -234,7 +251,7 @@ impl Rollout {
             interval: 0,
             interval_started_ms: now_ms,
             failures: 0,
-            last_failed_interval: None,
+            failed_intervals: Vec::new(),
             started_ms: now_ms,
             finished_ms: None,
             failed_interval_end_ms: None,
@@ -412,6 +429,20 @@ impl Rollout {
         Ok(())
     }
 
+    /// Rolls back because a version of the rollout cannot serve on a replica (unloaded, removed,
+    /// failed to load): the analysis could never conclude, and a candidate that does not load
+    /// everywhere must not be promoted anywhere.
+    pub fn roll_back_unavailable(&mut self, why: &str, now_ms: u64, by: &str) -> bool {
+        if self.phase != Phase::Running {
+            return false;
+        }
+        self.failed_interval_end_ms = Some(now_ms);
+        self.finish(Phase::Aborted, now_ms);
+        let reason = format!("rolled back to version {}: {why}", self.stable);
+        self.record(now_ms, Decision::RolledBack, by, reason, Vec::new());
+        true
+    }
+
     /// Applies one replica's analysis of `interval`. Returns the decision taken, if any (the
     /// caller pins the candidate on `Succeeded`).
     pub fn conclude(
@@ -427,13 +458,11 @@ impl Rollout {
         let current = interval == self.interval;
         match Verdict::combine(&checks) {
             Verdict::Fail => {
-                if self.last_failed_interval.is_some_and(|l| l >= interval)
-                    || interval > self.interval
-                {
+                if self.failed_intervals.contains(&interval) || interval > self.interval {
                     return None;
                 }
                 self.failures += 1;
-                self.last_failed_interval = Some(interval);
+                self.failed_intervals.push(interval);
                 let failing: Vec<String> = checks
                     .iter()
                     .filter(|c| c.verdict == Verdict::Fail)

@@ -62,7 +62,7 @@ impl VariantStats {
             non_finite_rows: 0,
             // 1 µs .. 1 h, 2 significant digits: ~1% precision, a few KiB.
             latency: Histogram::new_with_bounds(1, 3_600_000_000, 2)
-                .unwrap_or_else(|_| Histogram::new(2).unwrap_or_else(|_| unreachable!())),
+                .expect("constant histogram bounds are valid"),
         }
     }
 
@@ -154,11 +154,14 @@ impl Window {
         Summary {
             stable: lock(&self.stable),
             candidate: lock(&self.candidate),
-            agreement: self
-                .agreement
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .summary(),
+            agreement: {
+                let copy = self
+                    .agreement
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .snapshot();
+                copy.summary()
+            },
         }
     }
 }
