@@ -770,6 +770,8 @@ async fn a_failing_candidate_is_rolled_back() {
             assert_eq!(r.status, 400, "{:?}", r.body);
             let e = r.body["error"].as_str().unwrap();
             assert!(e.contains("the model rejected the input"), "{e}");
+            // A failure says which side failed it.
+            assert_eq!(r.variant.as_deref(), Some("candidate"));
         } else {
             assert_eq!(
                 (r.status, r.version.as_deref()),
@@ -1179,4 +1181,60 @@ async fn the_rollout_endpoints_refuse_what_they_cannot_do() {
         )
         .await;
     assert_eq!(code, 200, "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_routing_key_of_the_wrong_type_is_refused() {
+    let model = "bc_bad_key";
+    let s = start(model, Candidate::Good, "").await;
+    start_rollout(
+        &s,
+        model,
+        json!({"candidate": 2, "stable": 1, "kind": "ab", "steps": [50], "interval": "1h"}),
+    )
+    .await;
+    let mut b = body(0);
+    b["parameters"] = json!({"routing_key": 1.5});
+    let r = infer(&s, model, &b).await;
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    let e = r.body["error"].as_str().unwrap();
+    assert!(
+        e.contains("routing_key") && e.contains("string or an integer"),
+        "{e}"
+    );
+    b["parameters"] = json!({"routing_key": "user-7"});
+    assert_eq!(infer(&s, model, &b).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_candidate_removed_mid_rollout_is_rolled_back_not_held() {
+    let model = "bc_removed";
+    let reg = registry(model, Candidate::Good, "");
+    let mut a = common::args(reg.path());
+    a.repository_poll_secs = 0.2;
+    a.model_control_mode = switchyard::models::ControlMode::Poll;
+    let mut s = TestServer::start_with(a).await;
+    s.wait_ready().await;
+    start_rollout(
+        &s,
+        model,
+        json!({"candidate": 2, "stable": 1, "steps": [50], "interval": "500ms",
+               "min_requests": 1000000}),
+    )
+    .await;
+    std::fs::remove_dir_all(reg.path().join(model).join("2")).unwrap();
+    s.keep_registry(reg);
+    let (st, replies) = drive(&s, model, body, |st| phase(st) != "running").await;
+    assert_eq!(phase(&st), "aborted", "{st}");
+    let reason = st["rollout"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("the candidate version 2 is not ready on this replica"),
+        "{reason}"
+    );
+    // Callers were answered throughout (by version 1 once version 2 was gone).
+    assert!(replies.iter().all(|r| r.status == 200));
+    assert_eq!(
+        infer(&s, model, &body(1)).await.version.as_deref(),
+        Some("1")
+    );
 }

@@ -738,6 +738,14 @@ impl ModelManager {
     }
 
     fn remove_model(&self, control: &mut Control, model: &str) {
+        if let Some(live) = self
+            .snapshot()
+            .models
+            .get(model)
+            .and_then(|e| e.rollout.clone())
+        {
+            controller::forget(model, &live.state);
+        }
         let versions: Vec<u64> = self
             .snapshot()
             .models

@@ -369,7 +369,11 @@ mod tests {
     fn empty_or_mismatched_scores_never_panic() {
         let mut a = Agreement::default();
         let empty = Tensor::new("s", vec![2, 0], TensorData::Fp32(vec![]));
-        a.add(Measure::Classification, std::slice::from_ref(&empty), std::slice::from_ref(&empty));
+        a.add(
+            Measure::Classification,
+            std::slice::from_ref(&empty),
+            std::slice::from_ref(&empty),
+        );
         assert_eq!(a.summary().disagreement, 0.0);
     }
 

@@ -314,3 +314,12 @@ pub fn observe(
         _ => {}
     }
 }
+
+/// Zeroes a removed model's rollout gauges (a series cannot be deleted; a stale 1 would say the
+/// model is still being rolled out).
+pub fn forget(model: &str, last: &Rollout) {
+    let all: Vec<&'static str> = Phase::ALL.iter().map(|p| p.as_str()).collect();
+    metrics::set_rollout_state(model, "", &all);
+    metrics::set_rollout_weight(model, last.stable, 0.0);
+    metrics::set_rollout_weight(model, last.candidate(), 0.0);
+}
