@@ -123,15 +123,15 @@ LB=$!
 sleep 1
 rollout 9410 breast_cancer '{"candidate":2,"stable":1,"steps":[50],"interval":"2s","min_requests":200,"compare_fraction":0.2,"failure_limit":1}'
 wait "$LA" "$LB"
-curl -s http://127.0.0.1:9410/admin/models/breast_cancer/rollout | python3 -c '
+curl -s http://127.0.0.1:9410/admin/models/breast_cancer/rollout >"$OUT/rollout-restore.json"
+python3 - "$OUT/rollout-restore.json" <<'PY'
 import json, sys
-r = json.load(sys.stdin)["rollout"]
-ev = r["history"]
-start = ev[0]["at_ms"]
-print(f"  phase {r[\"phase\"]}: {r[\"reason\"]}")
-for e in ev:
-    print(f"  +{(e[\"at_ms\"] - start) / 1000:6.2f} s  {e[\"decision\"]:<12} by {e[\"by\"]}")
-'
+r = json.load(open(sys.argv[1]))["rollout"]
+start = r["history"][0]["at_ms"]
+print(f"  phase {r['phase']}: {r['reason']}")
+for e in r["history"]:
+    print(f"  +{(e['at_ms'] - start) / 1000:6.2f} s  {e['decision']:<12} interval {e['interval']}  by {e['by']}")
+PY
 for port in 9410 9420; do
   curl -s "http://127.0.0.1:$port/metrics" | python3 -c "
 import sys

@@ -373,14 +373,8 @@ impl Service {
             (Err(e), _) => Err(e.clone()),
             (Ok(_), Err(e)) => Err(e),
             (Ok(t), Ok(req)) => {
-                // A copy whose version is busy is shed before anything is cloned for it.
-                let copy = copy.filter(|c| {
-                    let shed = c.scheduler.half_full();
-                    if shed {
-                        metrics::record_shadow(&c.model, "shed");
-                    }
-                    !shed
-                });
+                // A copy's version half full: shed before anything is cloned for it.
+                let copy = copy.filter(|c| !shed_copy(c));
                 let copy_of = copy.as_ref().map(|_| req.clone());
                 // The analysis compares the versions' own time (queue and run), measured the
                 // same way for callers and copies: not the caller's upload and decoding.
@@ -388,6 +382,15 @@ impl Service {
                 let result = t.infer(req).await;
                 if let (Some(live), Some(v)) = (&rollout, variant) {
                     observe_variant(live, v, &result, ran.elapsed());
+                    // Copies only take spare capacity: when callers are waiting for the version
+                    // that answered this one, the copy would take CPU from them.
+                    let copy = copy.filter(|c| {
+                        let busy = t.scheduler.queued() > 0;
+                        if busy {
+                            metrics::record_shadow(&c.model, "shed");
+                        }
+                        !busy
+                    });
                     if let (Ok(resp), Some(copy), Some(req)) = (&result, copy, copy_of) {
                         spawn_copy(live.clone(), v, t.clone(), copy, req, &resp.outputs);
                     }
@@ -419,6 +422,15 @@ impl Service {
         }
         (result, variant)
     }
+}
+
+/// Sheds (and counts) a copy whose version's queue is half full.
+fn shed_copy(copy: &LoadedVersion) -> bool {
+    let shed = copy.scheduler.half_full();
+    if shed {
+        metrics::record_shadow(&copy.model, "shed");
+    }
+    shed
 }
 
 /// Counts one request a variant of a rollout ran (a caller's or a copy) in the open interval.

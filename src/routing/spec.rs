@@ -146,6 +146,17 @@ impl RolloutSpec {
     }
 
     /// The candidate's share (0..=1) of callers at each step. Shadow: one step at 0.
+    /// The candidate's share at step `i` (the last step's beyond the end), without allocating:
+    /// it is read on every request.
+    pub fn weight_at(&self, i: usize) -> f64 {
+        let percent = match (self.kind, &self.steps) {
+            (Kind::Shadow, _) => return 0.0,
+            (_, Some(steps)) => steps.get(i).or(steps.last()).copied(),
+            (_, None) => DEFAULT_STEPS.get(i).or(DEFAULT_STEPS.last()).copied(),
+        };
+        percent.unwrap_or(0.0) / 100.0
+    }
+
     pub fn weights(&self) -> Vec<f64> {
         match (self.kind, &self.steps) {
             (Kind::Shadow, _) => vec![0.0],

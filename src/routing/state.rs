@@ -271,12 +271,7 @@ impl Rollout {
         if !self.phase.active() {
             return 0.0;
         }
-        let weights = self.spec.weights();
-        weights
-            .get(self.step)
-            .or(weights.last())
-            .copied()
-            .unwrap_or(0.0)
+        self.spec.weight_at(self.step)
     }
 
     /// When the open interval ends (unix ms).
