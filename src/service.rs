@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::core::infer::{
     InferRequest, InferResponse, ParamValue, Parameters, Protocol, ROUTING_KEY, parse_version,
@@ -46,16 +46,23 @@ pub struct IndexEntry {
 }
 
 /// Records a request as cancelled if dropped (the caller went away) before it finished.
+/// Under a rollout, a caller that gave up waiting also counts against the variant that kept it
+/// waiting: a candidate that hangs must fail its analysis, not stay inconclusive for ever.
 struct CancelGuard<'a> {
     /// `None` once the request finished normally.
     target: Option<&'a LoadedVersion>,
     protocol: Protocol,
     started: Instant,
+    rollout: Option<(&'a LiveRollout, Variant)>,
 }
 
 impl Drop for CancelGuard<'_> {
     fn drop(&mut self) {
         if let Some(t) = self.target {
+            if let Some((live, variant)) = self.rollout {
+                live.window
+                    .record(variant, Outcome::ServerError, self.started.elapsed());
+            }
             metrics::record_request(
                 &t.model,
                 &t.version.to_string(),
@@ -368,10 +375,19 @@ impl Service {
             target: target.as_deref().ok(),
             protocol,
             started,
+            rollout: rollout.as_deref().zip(variant),
         };
         let result = match (&target, request) {
             (Err(e), _) => Err(e.clone()),
-            (Ok(_), Err(e)) => Err(e),
+            (Ok(_), Err(e)) => {
+                // Refused before running (e.g. its queue was full when the request arrived):
+                // counted against the variant when it is the version's failure.
+                let refused = Err(e);
+                if let (Some(live), Some(v)) = (&rollout, variant) {
+                    observe_variant(live, v, &refused, Duration::ZERO);
+                }
+                refused
+            }
             (Ok(t), Ok(req)) => {
                 // A copy's version half full: shed before anything is cloned for it.
                 let copy = copy.filter(|c| !shed_copy(c));
@@ -440,7 +456,7 @@ fn observe_variant(
     live: &LiveRollout,
     variant: Variant,
     result: &Result<InferResponse>,
-    elapsed: std::time::Duration,
+    elapsed: Duration,
 ) {
     let outcome = match result {
         Ok(resp) => {
