@@ -375,19 +375,16 @@ impl Service {
             target: target.as_deref().ok(),
             protocol,
             started,
-            rollout: rollout.as_deref().zip(variant),
+            // Only where both variants face callers alike (not shadow, not a 100% step), so a
+            // cancellation never weighs on one side only.
+            rollout: rollout
+                .as_deref()
+                .filter(|l| l.state.spec.kind != routing::Kind::Shadow && l.state.weight() < 1.0)
+                .zip(variant),
         };
         let result = match (&target, request) {
             (Err(e), _) => Err(e.clone()),
-            (Ok(_), Err(e)) => {
-                // Refused before running (e.g. its queue was full when the request arrived):
-                // counted against the variant when it is the version's failure.
-                let refused = Err(e);
-                if let (Some(live), Some(v)) = (&rollout, variant) {
-                    observe_variant(live, v, &refused, Duration::ZERO);
-                }
-                refused
-            }
+            (Ok(_), Err(e)) => Err(e),
             (Ok(t), Ok(req)) => {
                 // A copy's version half full: shed before anything is cloned for it.
                 let copy = copy.filter(|c| !shed_copy(c));
@@ -398,10 +395,12 @@ impl Service {
                 let result = t.infer(req).await;
                 if let (Some(live), Some(v)) = (&rollout, variant) {
                     observe_variant(live, v, &result, ran.elapsed());
-                    // Copies only take spare capacity: when callers are waiting for the version
-                    // that answered this one, the copy would take CPU from them.
+                    // Shadow copies take only spare capacity: when callers wait for the version
+                    // that answered this one, a copy would take CPU from them. One in ten runs
+                    // anyway, so the analysis still progresses under sustained load.
+                    let shadow = live.state.spec.kind == routing::Kind::Shadow;
                     let copy = copy.filter(|c| {
-                        let busy = t.scheduler.queued() > 0;
+                        let busy = shadow && t.scheduler.queued() > 0 && fastrand::u8(..10) != 0;
                         if busy {
                             metrics::record_shadow(&c.model, "shed");
                         }

@@ -227,6 +227,9 @@ impl ModelManager {
             tracing::info!(model = %name, "model removed from the registry; unloading");
             self.remove_model(&mut control, &name);
         }
+        // A model whose pass stopped early (a broken config.toml edit) keeps following its
+        // routing policy: a fleet-wide abort or promotion must reach it too.
+        self.refresh_routing();
     }
 
     /// Loads (or reloads what changed of) one model now. The repository API's load.
@@ -738,14 +741,6 @@ impl ModelManager {
     }
 
     fn remove_model(&self, control: &mut Control, model: &str) {
-        if let Some(live) = self
-            .snapshot()
-            .models
-            .get(model)
-            .and_then(|e| e.rollout.clone())
-        {
-            controller::forget(model, &live.state);
-        }
         let versions: Vec<u64> = self
             .snapshot()
             .models
@@ -753,9 +748,20 @@ impl ModelManager {
             .map(|e| e.versions.keys().copied().collect())
             .unwrap_or_default();
         self.unload_versions(model, &versions);
+        // Under the routing lock, so no concurrent apply sets the gauges again after they are
+        // zeroed.
+        let _routing = self.routing_lock();
+        let last = self
+            .snapshot()
+            .models
+            .get(model)
+            .and_then(|e| e.rollout.clone());
         self.publish(|t| {
             t.models.remove(model);
         });
+        if let Some(live) = last {
+            controller::forget(model, &live.state);
+        }
         control.models.remove(model);
     }
 

@@ -6,7 +6,8 @@
 //! lock: the first decision of an interval wins, a failure always counts (once per interval), and
 //! the others see the result at their next read of the registry.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::checks::analyse;
@@ -14,7 +15,7 @@ use super::spec::RolloutSpec;
 use super::state::{Decision, Phase, Rollout, Verdict};
 use super::{LiveRollout, now_ms, replica_name};
 use crate::error::{Error, Result};
-use crate::models::ModelManager;
+use crate::models::{ModelManager, VersionState};
 use crate::monitoring::metrics;
 use crate::shutdown::Signal;
 
@@ -146,10 +147,12 @@ pub fn no_rollout(model: &str) -> Error {
 /// Runs the analysis loop until shutdown.
 pub async fn run(models: Arc<ModelManager>, stop: Signal) {
     let replica = replica_name();
+    let missing: Arc<MissingSince> = Arc::default();
     stop.every(TICK, || {
         let due = due(&models);
         let models = models.clone();
         let replica = replica.clone();
+        let missing = missing.clone();
         async move {
             if due.is_empty() {
                 return;
@@ -157,7 +160,7 @@ pub async fn run(models: Arc<ModelManager>, stop: Signal) {
             // Registry writes block (file locks, object store calls): not on the serving threads.
             let _ = tokio::task::spawn_blocking(move || {
                 for (model, live) in due {
-                    decide(&models, &model, &live, &replica);
+                    decide(&models, &model, &live, &replica, &missing);
                 }
             })
             .await;
@@ -183,40 +186,106 @@ fn due(models: &ModelManager) -> Vec<(String, Arc<LiveRollout>)> {
         .collect()
 }
 
-/// Why a version of the rollout cannot serve on this replica, if one cannot.
-fn unavailable(models: &ModelManager, model: &str, r: &Rollout) -> Option<String> {
+/// Whether both versions of a rollout can serve on this replica.
+enum Availability {
+    Ready,
+    /// One is still loading (a replica that has just seen it): wait.
+    Loading,
+    /// One is absent or being unloaded: it may be a replica that has not seen it yet, so this
+    /// becomes a rollback only once it lasted a whole interval.
+    Missing(String),
+    /// One failed to load here: a candidate that does not load everywhere must not be promoted.
+    Failed(String),
+}
+
+fn availability(models: &ModelManager, model: &str, r: &Rollout) -> Availability {
     let table = models.snapshot();
-    let entry = table.models.get(model)?;
-    [("stable", r.stable), ("candidate", r.candidate())]
-        .into_iter()
-        .find(|(_, v)| entry.ready(*v).is_none())
-        .map(|(role, v)| {
-            let state = entry
-                .versions
-                .get(&v)
-                .map_or("not loaded".to_string(), |s| match s.reason() {
-                    "" => s.name().to_lowercase(),
-                    why => format!("{}: {why}", s.name().to_lowercase()),
-                });
-            format!("the {role} version {v} is not ready on this replica ({state})")
-        })
+    let Some(entry) = table.models.get(model) else {
+        return Availability::Ready;
+    };
+    for (role, v) in [("stable", r.stable), ("candidate", r.candidate())] {
+        let why =
+            |state: &str| format!("the {role} version {v} is not ready on this replica ({state})");
+        match entry.versions.get(&v) {
+            Some(VersionState::Ready(_)) => {}
+            Some(VersionState::Loading) => return Availability::Loading,
+            Some(VersionState::Failed(reason)) => {
+                return Availability::Failed(why(&format!("failed: {reason}")));
+            }
+            Some(VersionState::Unloading) => return Availability::Missing(why("unloading")),
+            None => return Availability::Missing(why("not loaded")),
+        }
+    }
+    Availability::Ready
+}
+
+/// Since when (unix ms) a version of each model's rollout has been missing on this replica.
+type MissingSince = Mutex<HashMap<String, (String, u64)>>;
+
+/// Rolls the rollout back when a version cannot serve here (failed, or missing for a whole
+/// interval); `true` when the interval must not be analysed now.
+fn unavailable(
+    models: &ModelManager,
+    model: &str,
+    live: &LiveRollout,
+    replica: &str,
+    missing: &MissingSince,
+) -> bool {
+    let r = &live.state;
+    let mut since = missing.lock().unwrap_or_else(|p| p.into_inner());
+    let why = match availability(models, model, r) {
+        Availability::Ready => {
+            since.remove(model);
+            return false;
+        }
+        Availability::Loading => {
+            // Not missing: a later absence starts its grace afresh.
+            since.remove(model);
+            return true;
+        }
+        Availability::Failed(why) => why,
+        Availability::Missing(why) => {
+            let now = now_ms();
+            let first = match since.get(model) {
+                Some((id, t)) if *id == r.id => *t,
+                _ => {
+                    since.insert(model.to_string(), (r.id.clone(), now));
+                    now
+                }
+            };
+            if now.saturating_sub(first) < r.spec.interval.as_millis() as u64 {
+                return true;
+            }
+            why
+        }
+    };
+    since.remove(model);
+    drop(since);
+    let id = r.id.as_str();
+    let written = models.update_routing(model, |routing| {
+        routing
+            .rollout
+            .as_mut()
+            .filter(|ro| ro.id == id)
+            .is_some_and(|ro| ro.roll_back_unavailable(&why, now_ms(), replica))
+    });
+    match written {
+        Ok((_, true)) => metrics::record_deployment(model, "aborted"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(model, error = %e, "cannot record the rollback"),
+    }
+    true
 }
 
 /// Analyses the interval `live` measured and records the decision.
-fn decide(models: &ModelManager, model: &str, live: &LiveRollout, replica: &str) {
-    if let Some(why) = unavailable(models, model, &live.state) {
-        let id = live.state.id.as_str();
-        let written = models.update_routing(model, |r| {
-            r.rollout
-                .as_mut()
-                .filter(|ro| ro.id == id)
-                .is_some_and(|ro| ro.roll_back_unavailable(&why, now_ms(), replica))
-        });
-        match written {
-            Ok((_, true)) => metrics::record_deployment(model, "aborted"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(model, error = %e, "cannot record the rollback"),
-        }
+fn decide(
+    models: &ModelManager,
+    model: &str,
+    live: &LiveRollout,
+    replica: &str,
+    missing: &MissingSince,
+) {
+    if unavailable(models, model, live, replica, missing) {
         return;
     }
     let summary = live.window.summary();

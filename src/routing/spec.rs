@@ -119,6 +119,9 @@ fn default_failure_limit() -> u32 {
     2
 }
 
+/// The most failed intervals a rollout may wait for (each is kept in its state).
+const MAX_FAILURE_LIMIT: u32 = 100;
+
 /// The shortest and longest analysis interval accepted.
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
 const MAX_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -145,7 +148,6 @@ impl RolloutSpec {
         }
     }
 
-    /// The candidate's share (0..=1) of callers at each step. Shadow: one step at 0.
     /// The candidate's share at step `i` (the last step's beyond the end), without allocating:
     /// it is read on every request.
     pub fn weight_at(&self, i: usize) -> f64 {
@@ -157,6 +159,7 @@ impl RolloutSpec {
         percent.unwrap_or(0.0) / 100.0
     }
 
+    /// The candidate's share (0..=1) of callers at each step. Shadow: one step at 0.
     pub fn weights(&self) -> Vec<f64> {
         match (self.kind, &self.steps) {
             (Kind::Shadow, _) => vec![0.0],
@@ -263,8 +266,11 @@ impl RolloutSpec {
         if self.min_requests == 0 {
             return Err("\"min_requests\" must be at least 1".into());
         }
-        if self.failure_limit == 0 {
-            return Err("\"failure_limit\" must be at least 1".into());
+        if !(1..=MAX_FAILURE_LIMIT).contains(&self.failure_limit) {
+            return Err(format!(
+                "\"failure_limit\" is {}: it must be between 1 and {MAX_FAILURE_LIMIT}",
+                self.failure_limit
+            ));
         }
         Ok(())
     }

@@ -180,9 +180,9 @@ pub struct Event {
 /// At most this many events are kept; the oldest go first (the start is always kept).
 pub const MAX_HISTORY: usize = 200;
 
-/// A rollout, persisted.
+/// A rollout, persisted. Unknown fields are ignored (not refused) so that a replica still on an
+/// older build keeps reading a state a newer one wrote during a rolling upgrade.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Rollout {
     /// Unique per rollout: salts the sticky hash and tells one rollout's windows from the next.
     pub id: String,
