@@ -836,6 +836,20 @@ async fn a_good_candidate_is_promoted_after_the_last_step() {
         metric(&s, "switchyard_rollout_weight", &[&m, "version=\"2\""]).await,
         1.0
     );
+    // Lead time: from the candidate's trained_at (metadata.json) to the promotion just made.
+    let card: Value = serde_json::from_slice(
+        &std::fs::read(common::repo_root().join("models/breast_cancer/1/metadata.json")).unwrap(),
+    )
+    .unwrap();
+    let trained: jiff::Timestamp = card["trained_at"].as_str().unwrap().parse().unwrap();
+    let finished = st["rollout"]["finished"].as_str().unwrap();
+    let finished: jiff::Timestamp = finished.parse().unwrap();
+    let expected = (finished.as_millisecond() - trained.as_millisecond()) as f64 / 1000.0;
+    let lead = metric(&s, "switchyard_deployment_lead_time_seconds", &[&m]).await;
+    assert!(
+        (lead - expected).abs() < 0.002,
+        "lead time {lead} vs {expected}"
+    );
 }
 
 /// Counts what steady callers got.

@@ -15,7 +15,7 @@ use super::spec::RolloutSpec;
 use super::state::{Decision, Phase, Rollout, Verdict};
 use super::{LiveRollout, now_ms, replica_name};
 use crate::error::{Error, Result};
-use crate::models::{ModelManager, VersionState};
+use crate::models::{ModelEntry, ModelManager, VersionState};
 use crate::monitoring::metrics;
 use crate::shutdown::Signal;
 
@@ -198,11 +198,7 @@ enum Availability {
     Failed(String),
 }
 
-fn availability(models: &ModelManager, model: &str, r: &Rollout) -> Availability {
-    let table = models.snapshot();
-    let Some(entry) = table.models.get(model) else {
-        return Availability::Ready;
-    };
+fn availability(entry: &ModelEntry, r: &Rollout) -> Availability {
     for (role, v) in [("stable", r.stable), ("candidate", r.candidate())] {
         let why =
             |state: &str| format!("the {role} version {v} is not ready on this replica ({state})");
@@ -222,6 +218,55 @@ fn availability(models: &ModelManager, model: &str, r: &Rollout) -> Availability
 /// Since when (unix ms) a version of each model's rollout has been missing on this replica.
 type MissingSince = Mutex<HashMap<String, (String, u64)>>;
 
+/// What the controller does with an interval that ended, given the versions' availability.
+#[derive(Debug, PartialEq)]
+enum Next {
+    Analyse,
+    Wait,
+    RollBack(String),
+}
+
+/// A failed version rolls back at once; a missing one after a whole interval of grace (counted
+/// from when this replica first saw it missing); a loading one waits.
+fn next_step(
+    availability: Availability,
+    since: &mut HashMap<String, (String, u64)>,
+    model: &str,
+    r: &Rollout,
+    now: u64,
+) -> Next {
+    match availability {
+        Availability::Ready => {
+            since.remove(model);
+            Next::Analyse
+        }
+        Availability::Loading => {
+            // Not missing: a later absence starts its grace afresh.
+            since.remove(model);
+            Next::Wait
+        }
+        Availability::Failed(why) => {
+            since.remove(model);
+            Next::RollBack(why)
+        }
+        Availability::Missing(why) => {
+            let first = match since.get(model) {
+                Some((id, t)) if *id == r.id => *t,
+                _ => {
+                    since.insert(model.to_string(), (r.id.clone(), now));
+                    now
+                }
+            };
+            if now.saturating_sub(first) < r.spec.interval.as_millis() as u64 {
+                Next::Wait
+            } else {
+                since.remove(model);
+                Next::RollBack(why)
+            }
+        }
+    }
+}
+
 /// Rolls the rollout back when a version cannot serve here (failed, or missing for a whole
 /// interval); `true` when the interval must not be analysed now.
 fn unavailable(
@@ -232,35 +277,19 @@ fn unavailable(
     missing: &MissingSince,
 ) -> bool {
     let r = &live.state;
-    let mut since = missing.lock().unwrap_or_else(|p| p.into_inner());
-    let why = match availability(models, model, r) {
-        Availability::Ready => {
-            since.remove(model);
-            return false;
-        }
-        Availability::Loading => {
-            // Not missing: a later absence starts its grace afresh.
-            since.remove(model);
-            return true;
-        }
-        Availability::Failed(why) => why,
-        Availability::Missing(why) => {
-            let now = now_ms();
-            let first = match since.get(model) {
-                Some((id, t)) if *id == r.id => *t,
-                _ => {
-                    since.insert(model.to_string(), (r.id.clone(), now));
-                    now
-                }
-            };
-            if now.saturating_sub(first) < r.spec.interval.as_millis() as u64 {
-                return true;
-            }
-            why
-        }
+    let availability = match models.snapshot().models.get(model) {
+        Some(entry) => availability(entry, r),
+        None => Availability::Ready,
     };
-    since.remove(model);
-    drop(since);
+    let next = {
+        let mut since = missing.lock().unwrap_or_else(|p| p.into_inner());
+        next_step(availability, &mut since, model, r, now_ms())
+    };
+    let why = match next {
+        Next::Analyse => return false,
+        Next::Wait => return true,
+        Next::RollBack(why) => why,
+    };
     let id = r.id.as_str();
     let written = models.update_routing(model, |routing| {
         routing
@@ -391,4 +420,90 @@ pub fn forget(model: &str, last: &Rollout) {
     metrics::set_rollout_state(model, "", &all);
     metrics::set_rollout_weight(model, last.stable, 0.0);
     metrics::set_rollout_weight(model, last.candidate(), 0.0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::RolloutSpec;
+
+    fn rollout() -> Rollout {
+        let mut spec = RolloutSpec::new(2);
+        spec.interval = Duration::from_secs(10);
+        Rollout::start(spec, 1, 0, "test")
+    }
+
+    fn entry(stable: Option<VersionState>) -> ModelEntry {
+        let mut e = ModelEntry::default();
+        if let Some(s) = stable {
+            e.versions.insert(1, s);
+        }
+        e
+    }
+
+    #[test]
+    fn availability_names_the_version_and_its_state() {
+        let r = rollout();
+        assert!(matches!(
+            availability(&entry(Some(VersionState::Loading)), &r),
+            Availability::Loading
+        ));
+        match availability(&entry(Some(VersionState::Failed("bad sha".into()))), &r) {
+            Availability::Failed(why) => {
+                assert!(
+                    why.contains("stable version 1") && why.contains("bad sha"),
+                    "{why}"
+                )
+            }
+            _ => panic!("a failed version is a failure"),
+        }
+        match availability(&entry(None), &r) {
+            Availability::Missing(why) => assert!(why.contains("not loaded"), "{why}"),
+            _ => panic!("an absent version is missing"),
+        }
+        assert!(matches!(
+            availability(&entry(Some(VersionState::Unloading)), &r),
+            Availability::Missing(_)
+        ));
+    }
+
+    #[test]
+    fn missing_versions_get_one_interval_of_grace_and_loading_waits() {
+        let r = rollout();
+        let mut since = HashMap::new();
+        let missing = || Availability::Missing("gone".into());
+        assert_eq!(next_step(missing(), &mut since, "m", &r, 1_000), Next::Wait);
+        assert_eq!(
+            next_step(missing(), &mut since, "m", &r, 10_999),
+            Next::Wait
+        );
+        // Loading in between: the grace starts again.
+        assert_eq!(
+            next_step(Availability::Loading, &mut since, "m", &r, 5_000),
+            Next::Wait
+        );
+        assert_eq!(
+            next_step(missing(), &mut since, "m", &r, 11_000),
+            Next::Wait
+        );
+        assert_eq!(
+            next_step(missing(), &mut since, "m", &r, 21_000),
+            Next::RollBack("gone".into())
+        );
+        assert_eq!(
+            next_step(
+                Availability::Failed("x".into()),
+                &mut since,
+                "m",
+                &r,
+                21_001
+            ),
+            Next::RollBack("x".into())
+        );
+        assert_eq!(
+            next_step(Availability::Ready, &mut since, "m", &r, 21_002),
+            Next::Analyse
+        );
+        assert!(since.is_empty());
+    }
 }
