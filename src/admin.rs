@@ -627,10 +627,8 @@ pub fn rollout_table(status: &Value, now: jiff::Timestamp) -> String {
     ));
     out.push_str(&format!("reason:     {}\n", cell(&r["reason"])));
 
-    let last = &r["last_decision"];
-    let active = matches!(r["phase"].as_str(), Some("running" | "paused"));
-    if !active {
-        // What was measured after the end decides nothing: the decisions are in the history.
+    let last_decision = |out: &mut String| {
+        let last = &r["last_decision"];
         if !last.is_null() {
             out.push_str(&format!(
                 "\nlast decision: {}  {}  {}\n",
@@ -639,6 +637,10 @@ pub fn rollout_table(status: &Value, now: jiff::Timestamp) -> String {
                 cell(&last["reason"])
             ));
         }
+    };
+    if !matches!(r["phase"].as_str(), Some("running" | "paused")) {
+        // What was measured after the end decides nothing: the decisions are in the history.
+        last_decision(&mut out);
         return out;
     }
     let w = &r["window"];
@@ -697,15 +699,7 @@ pub fn rollout_table(status: &Value, now: jiff::Timestamp) -> String {
             &[false, false, true, true, false],
         ),
     );
-
-    if !last.is_null() {
-        out.push_str(&format!(
-            "\nlast decision: {}  {}  {}\n",
-            cell(&last["at"]),
-            cell(&last["decision"]),
-            cell(&last["reason"])
-        ));
-    }
+    last_decision(&mut out);
     out
 }
 

@@ -73,6 +73,17 @@ async fn unload(State(s): State<Arc<HttpState>>, Path(model): Path<String>) -> R
     }
 }
 
+/// Reads a control request's small JSON body; a bad one is a 400 naming `what` it should be.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    s: &HttpState,
+    headers: &HeaderMap,
+    body: Body,
+    what: &str,
+) -> Result<T, Error> {
+    let bytes = super::read_small_body(s, headers, body).await?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::invalid(format!("malformed {what}: {e}")))
+}
+
 /// Body `{"version": N}` pins N; `{"version": null}` unpins.
 async fn promote(
     State(s): State<Arc<HttpState>>,
@@ -80,11 +91,7 @@ async fn promote(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let body = match super::read_small_body(&s, &headers, body).await {
-        Ok(b) => b,
-        Err(e) => return error_response(&e),
-    };
-    let version = match serde_json::from_slice::<Value>(&body) {
+    let version = match read_json::<Value>(&s, &headers, body, "promote request JSON").await {
         Ok(v) => match &v["version"] {
             Value::Null => None,
             n => match n.as_u64().filter(|&n| n > 0) {
@@ -96,11 +103,7 @@ async fn promote(
                 }
             },
         },
-        Err(e) => {
-            return error_response(&Error::invalid(format!(
-                "malformed promote request JSON: {e}"
-            )));
-        }
+        Err(e) => return error_response(&e),
     };
     let mut response = match s.service.promote(&model, version).await {
         Ok(pinned) => axum::Json(json!({"model": model, "pinned_version": pinned})).into_response(),
@@ -124,15 +127,9 @@ async fn rollout_start(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let body = match super::read_small_body(&s, &headers, body).await {
-        Ok(b) => b,
-        Err(e) => return error_response(&e),
-    };
-    let spec = match serde_json::from_slice::<RolloutSpec>(&body) {
+    let spec = match read_json::<RolloutSpec>(&s, &headers, body, "rollout spec").await {
         Ok(spec) => spec,
-        Err(e) => {
-            return error_response(&Error::invalid(format!("malformed rollout spec: {e}")));
-        }
+        Err(e) => return error_response(&e),
     };
     let candidate = spec.candidate;
     let mut response = match s.service.start_rollout(&model, spec).await {
