@@ -337,25 +337,11 @@ impl Service {
         table.resolve(model, named).map(Route::direct)
     }
 
-    /// Runs one inference. `request` is what the front end decoded (its error, if decoding
-    /// failed, is reported after the model lookup so an unknown model is always a 404). Every
-    /// call is counted in the request metrics, `started` being when the request arrived.
-    pub async fn infer(
-        &self,
-        protocol: Protocol,
-        started: Instant,
-        model: &str,
-        version: &str,
-        request: Result<InferRequest>,
-    ) -> Result<InferResponse> {
-        let route = self.route(model, version, &|_| None, request.as_ref().ok());
-        self.infer_on(protocol, started, model, route, request)
-            .await
-            .0
-    }
-
     /// Runs one inference on a version the front end already routed (REST routes before
-    /// reading the body, so an unknown model or a full queue costs no decoding). Also says which
+    /// reading the body, so an unknown model or a full queue costs no decoding). `request` is what
+    /// the front end decoded: its error, if decoding failed, is reported after the routing error,
+    /// so an unknown model is always a 404. Every call is counted in the request metrics,
+    /// `started` being when the request arrived. Also says which
     /// side of a rollout answered (`None` outside rollouts), errors included, for the front ends'
     /// `x-switchyard-variant`.
     pub async fn infer_on(

@@ -227,9 +227,17 @@ impl ModelManager {
             tracing::info!(model = %name, "model removed from the registry; unloading");
             self.remove_model(&mut control, &name);
         }
-        // A model whose pass stopped early (a broken config.toml edit) keeps following its
-        // routing policy: a fleet-wide abort or promotion must reach it too.
-        self.refresh_routing();
+        // A model whose pass stopped early (a broken config.toml edit, a model-level error) did
+        // not read its routing policy; it must still follow a fleet-wide abort or promotion.
+        // The others read theirs in `sync_model`.
+        let stopped_early: Vec<String> = self
+            .snapshot()
+            .models
+            .iter()
+            .filter(|(_, e)| e.error.is_some())
+            .map(|(name, _)| name.clone())
+            .collect();
+        self.refresh_routing_of(stopped_early);
     }
 
     /// Loads (or reloads what changed of) one model now. The repository API's load.
@@ -381,8 +389,12 @@ impl ModelManager {
     /// Re-reads every loaded model's routing policy (other replicas may have promoted, or moved
     /// a rollout on).
     pub fn refresh_routing(&self) {
-        let _routing = self.routing_lock();
         let names: Vec<String> = self.snapshot().models.keys().cloned().collect();
+        self.refresh_routing_of(names);
+    }
+
+    fn refresh_routing_of(&self, names: Vec<String>) {
+        let _routing = self.routing_lock();
         for name in names {
             match self.registry.routing(&name) {
                 Ok(r) => self.apply_routing(&name, &r),
