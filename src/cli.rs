@@ -307,6 +307,41 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHYARD_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
     pub shutdown_timeout_secs: u64,
 
+    /// Serving-data monitoring on every request: online skew against each version's
+    /// baseline.json, predictions kept for feedback. `off` leaves only the request metrics.
+    #[arg(long, env = "SWITCHYARD_MONITORING", value_enum, default_value = "on")]
+    pub monitoring: Toggle,
+
+    /// Capture predicted rows (inputs, outputs, latency) as Parquet files under this folder,
+    /// partitioned model=/version=/date=/hour=. Off when unset.
+    #[arg(long, env = "SWITCHYARD_CAPTURE_DIR")]
+    pub capture_dir: Option<PathBuf>,
+
+    /// Default share of requests captured (config.toml `monitoring.capture_sample_rate` overrides).
+    #[arg(long, env = "SWITCHYARD_CAPTURE_SAMPLE_RATE", default_value_t = 1.0, value_parser = fraction)]
+    pub capture_sample_rate: f64,
+
+    /// Rows the capture queue holds; beyond it captured rows are dropped and counted, never
+    /// waited for.
+    #[arg(long, env = "SWITCHYARD_CAPTURE_QUEUE_ROWS", default_value_t = 65_536)]
+    pub capture_queue_rows: usize,
+
+    /// A capture file is closed (and becomes visible) past this size in bytes...
+    #[arg(long, env = "SWITCHYARD_CAPTURE_MAX_FILE_BYTES", default_value_t = 64 << 20)]
+    pub capture_max_file_bytes: u64,
+
+    /// ...or this age ("30s", "5m").
+    #[arg(long, env = "SWITCHYARD_CAPTURE_MAX_FILE_AGE", default_value = "5m", value_parser = duration)]
+    pub capture_max_file_age: std::time::Duration,
+
+    /// Predictions kept for feedback (requests with an id); the oldest go first.
+    #[arg(long, env = "SWITCHYARD_FEEDBACK_CAPACITY", default_value_t = 100_000)]
+    pub feedback_capacity: usize,
+
+    /// How long a prediction waits for its feedback; later labels are counted as late.
+    #[arg(long, env = "SWITCHYARD_FEEDBACK_TTL", default_value = "1h", value_parser = duration)]
+    pub feedback_ttl: std::time::Duration,
+
     /// Default sessions per model version (config.toml `runtime.instances` overrides).
     #[arg(long, env = "SWITCHYARD_INSTANCES", default_value_t = crate::registry::config::default_instances())]
     pub instances: usize,
@@ -334,6 +369,24 @@ pub struct ServeArgs {
     /// Default queue deadline in microseconds for requests that set no `timeout`; 0 = none.
     #[arg(long, env = "SWITCHYARD_DEFAULT_TIMEOUT_US", default_value_t = 0)]
     pub default_timeout_us: u64,
+}
+
+/// On or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Toggle {
+    On,
+    Off,
+}
+
+fn fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("'{s}' is not a number between 0 and 1")),
+    }
+}
+
+fn duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::routing::spec::parse_duration(s)
 }
 
 fn poll_secs(s: &str) -> Result<f64, String> {
@@ -421,6 +474,7 @@ impl ServeArgs {
             instances: self.instances.max(1),
             intra_op_threads: self.intra_op_threads,
             device: self.device,
+            capture_sample_rate: self.capture_sample_rate,
         }
     }
 }

@@ -17,9 +17,25 @@
 //!
 //! [lifecycle]
 //! allow_signature_change = false  # let a new version change input/output names, types or shapes
+//!
+//! [monitoring]
+//! capture_sample_rate = 0.1  # share of requests captured (with --capture-dir); default --capture-sample-rate
+//! skew_window = "10m"        # online skew is computed over this sliding window...
+//! skew_slice = "1m"          # ...which moves in steps of this
+//! skew_min_rows = 1000       # rows in the window before any skew verdict
+//! quality_window = "1h"      # live accuracy / MAE from feedback, over this window
+//! [monitoring.skew_threshold]  # alert when a statistic is above (defaults shown)
+//! js_distance = 0.1          # numeric features (Jensen-Shannon distance, base 2)
+//! psi = 0.2                  # numeric features (population stability index)
+//! linf = 0.1                 # categorical features (L-infinity distance, as TFDV)
+//! out_of_range = 0.05        # share of values outside the training range
+//! non_finite = 0             # NaN/inf values in the window
+//! [monitoring.features."petal width (cm)"]  # per-feature overrides, same keys
+//! psi = 0.3
 //! ```
 //! Unknown keys are errors, so a typo never silently falls back to a default.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -36,7 +52,60 @@ pub struct ModelConfig {
     pub runtime: RuntimeSection,
     #[serde(default)]
     pub lifecycle: LifecycleSection,
+    #[serde(default)]
+    pub monitoring: MonitoringSection,
 }
+
+/// Serving-data monitoring of the model's versions: capture sampling, skew window and thresholds.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitoringSection {
+    pub capture_sample_rate: Option<f64>,
+    pub skew_window: Option<String>,
+    pub skew_slice: Option<String>,
+    pub skew_min_rows: Option<u64>,
+    #[serde(default)]
+    pub skew_threshold: ThresholdSection,
+    /// Per-feature overrides of `skew_threshold`, by the baseline's feature name (`output:<name>`
+    /// for an output); a name the baseline lacks fails the version's load.
+    #[serde(default)]
+    pub features: BTreeMap<String, ThresholdSection>,
+    pub quality_window: Option<String>,
+}
+
+/// Skew thresholds; unset ones inherit (feature <- model <- built-in defaults).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdSection {
+    pub js_distance: Option<f64>,
+    pub psi: Option<f64>,
+    pub linf: Option<f64>,
+    pub out_of_range: Option<f64>,
+    pub non_finite: Option<u64>,
+}
+
+/// The effective monitoring settings of one model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MonitoringSettings {
+    pub capture_sample_rate: f64,
+    pub skew_window: Duration,
+    pub skew_slice: Duration,
+    pub skew_min_rows: u64,
+    pub skew_threshold: ThresholdSection,
+    pub features: BTreeMap<String, ThresholdSection>,
+    pub quality_window: Duration,
+    pub quality_slice: Duration,
+}
+
+/// Default online skew window and its step.
+pub const SKEW_WINDOW: Duration = Duration::from_secs(600);
+pub const SKEW_SLICE: Duration = Duration::from_secs(60);
+/// Rows before a skew verdict: below ~1000 rows, sampling noise alone puts the Jensen-Shannon
+/// distance of a 20-bin histogram near the 0.1 threshold.
+pub const SKEW_MIN_ROWS: u64 = 1000;
+pub const QUALITY_WINDOW: Duration = Duration::from_secs(3600);
+/// Windows are rings of slices; more than this many would cost memory per version for nothing.
+const MAX_SLICES: u128 = 1440;
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -169,6 +238,8 @@ pub struct Defaults {
     pub instances: usize,
     pub intra_op_threads: usize,
     pub device: Device,
+    /// Share of requests captured for models whose config.toml sets none.
+    pub capture_sample_rate: f64,
 }
 
 impl Default for Defaults {
@@ -181,6 +252,7 @@ impl Default for Defaults {
             instances: default_instances(),
             intra_op_threads: 1,
             device: Device::Cpu,
+            capture_sample_rate: 1.0,
         }
     }
 }
@@ -218,6 +290,7 @@ pub struct Resolved {
     pub batching: BatchSettings,
     pub runtime: RuntimeSettings,
     pub allow_signature_change: bool,
+    pub monitoring: MonitoringSettings,
 }
 
 const MAX_BATCH: usize = 1 << 16;
@@ -300,6 +373,7 @@ impl ModelConfig {
         if let VersionPolicy::Latest(0) = self.version_policy {
             return err("version_policy.latest", "must be at least 1".into());
         }
+        let monitoring = self.monitoring.resolve(d, origin)?;
         Ok(Resolved {
             version_policy: self.version_policy.clone(),
             batching: BatchSettings {
@@ -317,6 +391,88 @@ impl ModelConfig {
                 device,
             },
             allow_signature_change: self.lifecycle.allow_signature_change,
+            monitoring,
+        })
+    }
+}
+
+impl MonitoringSection {
+    fn resolve(&self, d: &Defaults, origin: &str) -> Result<MonitoringSettings, ConfigError> {
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+            origin: origin.to_string(),
+            key,
+            message,
+        };
+        let rate = self.capture_sample_rate.unwrap_or(d.capture_sample_rate);
+        if !(0.0..=1.0).contains(&rate) {
+            return Err(invalid(
+                "monitoring.capture_sample_rate",
+                format!("{rate} must be between 0 and 1"),
+            ));
+        }
+        let duration = |key: &'static str, text: &Option<String>, default: Duration| match text {
+            None => Ok(default),
+            Some(t) => match crate::routing::spec::parse_duration(t) {
+                Ok(d) if d >= Duration::from_millis(10) => Ok(d),
+                Ok(_) => Err(invalid(key, format!("{t:?} is shorter than 10ms"))),
+                Err(e) => Err(invalid(key, e)),
+            },
+        };
+        let skew_window = duration("monitoring.skew_window", &self.skew_window, SKEW_WINDOW)?;
+        let skew_slice = duration(
+            "monitoring.skew_slice",
+            &self.skew_slice,
+            SKEW_SLICE.min(skew_window),
+        )?;
+        let quality_window = duration(
+            "monitoring.quality_window",
+            &self.quality_window,
+            QUALITY_WINDOW,
+        )?;
+        if skew_slice > skew_window {
+            return Err(invalid(
+                "monitoring.skew_slice",
+                "must not be longer than skew_window".into(),
+            ));
+        }
+        if skew_window.as_millis() / skew_slice.as_millis() > MAX_SLICES {
+            return Err(invalid(
+                "monitoring.skew_slice",
+                format!("skew_window holds more than {MAX_SLICES} slices; use a longer slice"),
+            ));
+        }
+        let check = |key: &'static str, t: &ThresholdSection| {
+            for (name, v) in [
+                ("js_distance", t.js_distance),
+                ("psi", t.psi),
+                ("linf", t.linf),
+                ("out_of_range", t.out_of_range),
+            ] {
+                if let Some(v) = v
+                    && !(v.is_finite() && v >= 0.0)
+                {
+                    return Err(invalid(
+                        key,
+                        format!("{name} = {v} must be a non-negative number"),
+                    ));
+                }
+            }
+            Ok(())
+        };
+        check("monitoring.skew_threshold", &self.skew_threshold)?;
+        for t in self.features.values() {
+            check("monitoring.features", t)?;
+        }
+        Ok(MonitoringSettings {
+            capture_sample_rate: rate,
+            skew_window,
+            skew_slice,
+            skew_min_rows: self.skew_min_rows.unwrap_or(SKEW_MIN_ROWS),
+            skew_threshold: self.skew_threshold.clone(),
+            features: self.features.clone(),
+            quality_window,
+            // Sixty steps per window: fine enough that the window moves smoothly.
+            quality_slice: (quality_window / 60).max(Duration::from_millis(10)),
         })
     }
 }
@@ -431,5 +587,60 @@ mod tests {
                 .to_string();
             assert!(e.starts_with("m/config.toml: ") && e.contains(key), "{e}");
         }
+    }
+
+    #[test]
+    fn monitoring_section_resolves_and_names_bad_keys() {
+        let text = r#"
+            [monitoring]
+            capture_sample_rate = 0.25
+            skew_window = "2m"
+            skew_slice = "10s"
+            skew_min_rows = 50
+            [monitoring.skew_threshold]
+            psi = 0.3
+            [monitoring.features."petal width (cm)"]
+            js_distance = 0.2
+        "#;
+        let m = ModelConfig::parse(text, "c.toml")
+            .unwrap()
+            .resolve(&defaults(), "c.toml")
+            .unwrap()
+            .monitoring;
+        assert_eq!(m.capture_sample_rate, 0.25);
+        assert_eq!(m.skew_window, Duration::from_secs(120));
+        assert_eq!(m.skew_slice, Duration::from_secs(10));
+        assert_eq!(m.skew_min_rows, 50);
+        assert_eq!(m.skew_threshold.psi, Some(0.3));
+        assert_eq!(m.features["petal width (cm)"].js_distance, Some(0.2));
+        let empty = ModelConfig::parse("", "c").unwrap();
+        let m = empty.resolve(&defaults(), "c").unwrap().monitoring;
+        assert_eq!((m.skew_window, m.skew_slice), (SKEW_WINDOW, SKEW_SLICE));
+        assert_eq!(m.capture_sample_rate, 1.0);
+        for (text, key) in [
+            (
+                "[monitoring]\ncapture_sample_rate = 1.5",
+                "capture_sample_rate",
+            ),
+            ("[monitoring]\nskew_window = \"soon\"", "skew_window"),
+            (
+                "[monitoring]\nskew_window = \"1m\"\nskew_slice = \"2m\"",
+                "skew_slice",
+            ),
+            (
+                "[monitoring]\nskew_window = \"24h\"\nskew_slice = \"1s\"",
+                "skew_slice",
+            ),
+            ("[monitoring.skew_threshold]\npsi = -1", "psi"),
+        ] {
+            let e = ModelConfig::parse(text, "c.toml")
+                .unwrap()
+                .resolve(&defaults(), "c.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key) && e.contains("c.toml"), "{text}: {e}");
+        }
+        let e = ModelConfig::parse("[monitoring]\nskew_treshold = 1", "c.toml").unwrap_err();
+        assert!(e.to_string().contains("skew_treshold"), "{e}");
     }
 }
