@@ -2,22 +2,36 @@
 """Train the models of Switchyard's default registry (this folder) and write them in registry layout.
 
     python3 -m venv .venv && .venv/bin/pip install -r models/requirements.txt
-    .venv/bin/python models/train.py            # rewrites models/<model>/<version>/...
+    PYTHONHASHSEED=0 .venv/bin/python models/train.py    # rewrites models/<model>/<version>/...
+    .venv/bin/python models/train.py --baseline-only     # rewrites only baseline.json
 
 Every model is trained on a dataset that ships with scikit-learn (no download), with a fixed seed and a
-fixed train/test split, so a rerun with the pinned versions in requirements.txt gives byte-identical
-model.onnx files and the same held-out metrics. Only `trained_at` in metadata.json changes; set
-SOURCE_DATE_EPOCH to pin it too.
+fixed train/test split, so a rerun with the pinned versions in requirements.txt gives the same held-out
+metrics and, for the tree models, byte-identical model.onnx files. Two limits: skl2onnx orders the
+model's opset imports by Python's string hashing, so PYTHONHASHSEED=0 is needed for identical bytes; and
+the MLP (iris) differs in the last bits of its weights between CPUs (OpenBLAS picks kernels per CPU).
+`trained_at` in metadata.json is the current time; set SOURCE_DATE_EPOCH to pin it.
+
+--baseline-only keeps every model.onnx and metadata.json as they are and rewrites baseline.json from
+them (the output statistics come from running the model.onnx already in the folder), for when the
+baseline format grows but the served models must not change.
 
 Each version folder gets:
   model.onnx     the model (skl2onnx, ONNX opset 17, ai.onnx.ml opset 3, zipmap off)
   metadata.json  model card: sha256 of model.onnx, digest of the training data, hyper-parameters,
                  held-out metrics, library versions, training date
-  baseline.json  per-feature statistics of the training rows (count, mean, std, min, max, and a
-                 histogram: bin edges and proportions), the reference for skew detection
+  baseline.json  the reference for skew detection, over the training rows: per input feature
+                 (a column of input X) count, mean, std, min, max and a histogram (bin edges and
+                 proportions); under "outputs", the same for the exported model's own predictions on
+                 those rows, so prediction drift is measured against what the model said in training:
+                 classifiers get "label" (categorical: every class index as a string, with its share)
+                 and "probabilities[k]" (numeric, column k of "probabilities"); the regressor gets
+                 "variable" (numeric). Each output feature names its tensor ("output") and column
+                 ("index").
 """
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import hashlib
 import json
@@ -44,6 +58,8 @@ TEST_SIZE = 0.25
 HIST_BINS = 20
 HERE = Path(__file__).resolve().parent
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
+# Set by --baseline-only: write_version then leaves model.onnx and metadata.json alone.
+BASELINE_ONLY = False
 
 
 def data_digest(x: np.ndarray, y: np.ndarray) -> str:
@@ -56,28 +72,51 @@ def data_digest(x: np.ndarray, y: np.ndarray) -> str:
     return "sha256:" + h.hexdigest()
 
 
+def numeric_stats(col: np.ndarray) -> dict:
+    """Count, moments, range and a HIST_BINS-bin histogram (numpy's bins: the last one is closed)."""
+    col = col.astype(np.float64)
+    counts, edges = np.histogram(col, bins=HIST_BINS)
+    return {
+        "count": int(col.size),
+        "mean": float(col.mean()),
+        "std": float(col.std()),
+        "min": float(col.min()),
+        "max": float(col.max()),
+        "histogram": {
+            "bin_edges": [float(e) for e in edges],
+            "proportions": [float(c) / col.size for c in counts],
+        },
+    }
+
+
 def baseline(x: np.ndarray, names: list[str]) -> dict:
-    feats = []
-    for i, name in enumerate(names):
-        col = x[:, i].astype(np.float64)
-        counts, edges = np.histogram(col, bins=HIST_BINS)
-        feats.append(
-            {
-                "name": name,
-                "index": i,
-                "type": "numeric",
-                "count": int(col.size),
-                "mean": float(col.mean()),
-                "std": float(col.std()),
-                "min": float(col.min()),
-                "max": float(col.max()),
-                "histogram": {
-                    "bin_edges": [float(e) for e in edges],
-                    "proportions": [float(c) / col.size for c in counts],
-                },
-            }
-        )
+    feats = [{"name": name, "index": i, "type": "numeric", **numeric_stats(x[:, i])}
+             for i, name in enumerate(names)]
     return {"input": None, "rows": int(x.shape[0]), "features": feats}
+
+
+def output_baseline(out: dict[str, np.ndarray], n_classes: int | None) -> list[dict]:
+    """The distribution of the model's predictions (as exported, run by onnxruntime) on the training rows.
+
+    A classifier (n_classes given) has a "label" tensor of class indices and a "probabilities" tensor
+    [rows, n_classes]; a regressor has "variable" [rows, 1].
+    """
+    if n_classes is None:
+        return [{"name": "variable", "output": "variable", "index": 0, "type": "numeric",
+                 **numeric_stats(out["variable"][:, 0])}]
+    label = out["label"].reshape(-1)
+    # Every class is listed, even one never predicted, so serving predictions of it are measured
+    # against a known training share of 0 instead of landing in the "unseen" bucket.
+    counts = np.bincount(label, minlength=n_classes)
+    assert counts.size == n_classes, (counts, n_classes)
+    feats = [{"name": "label", "output": "label", "index": 0, "type": "categorical",
+              "count": int(label.size), "values": [str(c) for c in range(n_classes)],
+              "proportions": [float(c) / label.size for c in counts]}]
+    proba = out["probabilities"]
+    assert proba.shape[1] == n_classes, (proba.shape, n_classes)
+    feats += [{"name": f"probabilities[{k}]", "output": "probabilities", "index": k, "type": "numeric",
+               **numeric_stats(proba[:, k])} for k in range(n_classes)]
+    return feats
 
 
 def export(model, x_train: np.ndarray, name: str) -> bytes:
@@ -97,14 +136,19 @@ def export(model, x_train: np.ndarray, name: str) -> bytes:
     return onx.SerializeToString()
 
 
-def write_version(model_name, version, onnx_bytes, card, base, input_name):
+def write_version(model_name, version, onnx_bytes, card, base, input_name, x_train, n_classes):
     out = HERE / model_name / str(version)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "model.onnx").write_bytes(onnx_bytes)
-    card = {"model": model_name, "version": version,
-            "sha256": hashlib.sha256(onnx_bytes).hexdigest(), **card}
-    (out / "metadata.json").write_text(json.dumps(card, indent=2) + "\n")
+    if BASELINE_ONLY:
+        # The output statistics must describe the model that is served, not this run's retrained one.
+        onnx_bytes = (out / "model.onnx").read_bytes()
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "model.onnx").write_bytes(onnx_bytes)
+        card = {"model": model_name, "version": version,
+                "sha256": hashlib.sha256(onnx_bytes).hexdigest(), **card}
+        (out / "metadata.json").write_text(json.dumps(card, indent=2) + "\n")
     base["input"] = input_name
+    base["outputs"] = output_baseline(onnx_predict(onnx_bytes, x_train), n_classes)
     (out / "baseline.json").write_text(json.dumps(base, indent=2) + "\n")
 
 
@@ -170,7 +214,8 @@ def train_breast_cancer():
                                  {"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]}],
                      "heldout_metrics": {k: round(float(v), 6) for k, v in metrics.items()},
                      "onnx_vs_sklearn_max_abs_diff": agree})
-        write_version("breast_cancer", version, onnx_bytes, card, baseline(x_train, names), "X")
+        write_version("breast_cancer", version, onnx_bytes, card, baseline(x_train, names), "X",
+                      x_train, len(ds.target_names))
         results[version] = metrics
     assert results[2]["roc_auc"] > results[1]["roc_auc"] and results[2]["log_loss"] < results[1]["log_loss"], results
     return results
@@ -205,7 +250,8 @@ def train_iris():
                  "outputs": [{"name": "label", "datatype": "INT64", "shape": [-1]},
                              {"name": "probabilities", "datatype": "FP32", "shape": [-1, 3]}],
                  "heldout_metrics": {k: round(float(v), 6) for k, v in metrics.items()}})
-    write_version("iris", 1, onnx_bytes, card, baseline(x_train, names), "X")
+    write_version("iris", 1, onnx_bytes, card, baseline(x_train, names), "X",
+                  x_train, len(ds.target_names))
     return {1: metrics}
 
 
@@ -226,11 +272,16 @@ def train_diabetes():
                  "inputs": [{"name": "X", "datatype": "FP32", "shape": [-1, 10], "features": names}],
                  "outputs": [{"name": "variable", "datatype": "FP32", "shape": [-1, 1]}],
                  "heldout_metrics": {k: round(float(v), 6) for k, v in metrics.items()}})
-    write_version("diabetes", 1, onnx_bytes, card, baseline(x_train, names), "X")
+    write_version("diabetes", 1, onnx_bytes, card, baseline(x_train, names), "X", x_train, None)
     return {1: metrics}
 
 
 def main() -> int:
+    global BASELINE_ONLY
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--baseline-only", action="store_true",
+                    help="rewrite only baseline.json, from the model.onnx files already here")
+    BASELINE_ONLY = ap.parse_args().baseline_only
     for name, fn in [("breast_cancer", train_breast_cancer), ("iris", train_iris), ("diabetes", train_diabetes)]:
         for version, m in fn().items():
             print(f"{name} v{version}: " + ", ".join(f"{k}={v:.4f}" for k, v in m.items()))
