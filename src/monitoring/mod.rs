@@ -1,3 +1,5 @@
 //! Monitoring: Prometheus metrics today; the feature log and skew detection live here too.
 
+pub mod baseline;
 pub mod metrics;
+pub mod skew;
