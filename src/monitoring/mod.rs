@@ -1,5 +1,6 @@
 //! Monitoring: Prometheus metrics today; the feature log and skew detection live here too.
 
 pub mod baseline;
+pub mod drift;
 pub mod metrics;
 pub mod skew;
