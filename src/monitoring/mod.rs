@@ -3,4 +3,5 @@
 pub mod baseline;
 pub mod drift;
 pub mod metrics;
+pub mod offline;
 pub mod skew;
