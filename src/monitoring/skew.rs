@@ -448,8 +448,9 @@ pub struct Thresholds {
 }
 
 impl Default for Thresholds {
-    /// JS distance 0.1 (Evidently's default for numeric drift), PSI 0.2 (the industry's "major
-    /// shift"), L-infinity 0.1 (TFDV's usual setting), 5% out of range, and any non-finite value.
+    /// JS distance 0.1 (Evidently's default for it), PSI 0.2 (the usual "significant shift"
+    /// cut-off), L-infinity 0.1 (TFDV's guide uses 0.01 on whole datasets; a window needs room for
+    /// sampling noise), 5% out of range, and any non-finite value (the ML Test Score's invariants).
     fn default() -> Self {
         Self {
             js_distance: 0.1,
@@ -475,8 +476,8 @@ pub struct SkewConfig {
 impl Default for SkewConfig {
     /// `min_rows` 1000: with n rows drawn from the training distribution itself, the JS distance
     /// over 20 bins is not 0 but about sqrt((bins - 1) / (8 n ln 2)) from sampling noise alone:
-    /// ~0.06 at 1000 rows, ~0.2 at 100. Below ~1000 rows the 0.1 threshold would fire on
-    /// unshifted traffic.
+    /// ~0.06 at 1000 rows, ~0.2 at 100 (PSI likewise about (bins - 1) / n: 0.02 and 0.19).
+    /// Below ~1000 rows the 0.1 threshold would fire on unshifted traffic.
     fn default() -> Self {
         Self {
             thresholds: Thresholds::default(),
