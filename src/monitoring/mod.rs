@@ -1,5 +1,9 @@
-//! Monitoring: Prometheus metrics today; the feature log and skew detection live here too.
+//! Monitoring: Prometheus metrics.
 
+pub mod baseline;
+pub mod drift;
 pub mod feedback;
 pub mod metrics;
+pub mod offline;
 pub mod quality;
+pub mod skew;
