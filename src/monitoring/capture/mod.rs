@@ -120,6 +120,19 @@ struct Shared {
     drop_log: Mutex<(Option<Instant>, u64)>,
 }
 
+impl Shared {
+    fn new(queue_rows: usize) -> Self {
+        Self {
+            queue_rows,
+            queued: AtomicUsize::new(0),
+            written: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            drop_log: Mutex::new((None, 0)),
+        }
+    }
+}
+
 /// A request on its way to the writer, with the rows it reserved in the queue.
 struct Envelope {
     req: CaptureRequest,
@@ -158,14 +171,7 @@ impl Capture {
         if settings.max_file_age.is_zero() {
             return Err(CaptureError::ZeroFileAge);
         }
-        let shared = Arc::new(Shared {
-            queue_rows: settings.queue_rows,
-            queued: AtomicUsize::new(0),
-            written: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            drop_log: Mutex::new((None, 0)),
-        });
+        let shared = Arc::new(Shared::new(settings.queue_rows));
         let (tx, rx) = crossbeam_channel::unbounded();
         let writer = writer::Writer::new(
             settings,

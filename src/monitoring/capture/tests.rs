@@ -648,3 +648,42 @@ fn after_a_failed_file_the_writer_goes_on_with_the_next_one() {
         3
     );
 }
+
+#[test]
+fn files_roll_when_their_hour_ends_or_they_pass_their_age_and_not_before() {
+    use std::time::Instant;
+
+    use super::writer::{Writer, hour_of, micros};
+
+    let dir = tempfile::tempdir().unwrap();
+    let schema = iris();
+    let shared = Arc::new(Shared::new(100));
+    let s = settings(dir.path());
+    let max_age = s.max_file_age;
+    let mut writer = Writer::new(s, shared.clone(), Hooks::default());
+    let envelope = |req: CaptureRequest| Envelope {
+        layout: layout(&req.inputs, &req.outputs),
+        req,
+    };
+    let req = iris_request(&schema, 0, 2, true);
+    let hour = hour_of(micros(req.time));
+    let start = Instant::now();
+    writer.record(envelope(req));
+    writer.maintain(start, hour);
+    assert_eq!(shared.written.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert!(files(dir.path()).is_empty());
+
+    // The hour is over: the file is renamed into view.
+    writer.maintain(start, hour + 1);
+    assert_eq!(shared.written.load(std::sync::atomic::Ordering::Relaxed), 2);
+    assert_eq!(files(dir.path()).len(), 1);
+
+    // Within the hour, a file is kept until its first row is max_file_age old.
+    writer.record(envelope(iris_request(&schema, 1, 3, true)));
+    let first_row = Instant::now();
+    writer.maintain(first_row + max_age / 2, hour);
+    assert_eq!(files(dir.path()).len(), 1);
+    writer.maintain(first_row + max_age, hour);
+    assert_eq!(shared.written.load(std::sync::atomic::Ordering::Relaxed), 5);
+    assert_eq!(files(dir.path()).len(), 2);
+}

@@ -254,7 +254,7 @@ impl Writer {
         queue_gauge.set(0.0);
     }
 
-    fn record(&mut self, Envelope { req, layout }: Envelope) {
+    pub(super) fn record(&mut self, Envelope { req, layout }: Envelope) {
         let time_us = micros(req.time);
         let key = PartitionKey {
             model: req.model.clone(),
@@ -294,7 +294,7 @@ impl Writer {
     }
 
     /// Rolls files past their age or whose hour has ended, and forgets partitions left empty.
-    fn maintain(&mut self, now: Instant, hour_now: i64) {
+    pub(super) fn maintain(&mut self, now: Instant, hour_now: i64) {
         let files = &mut self.files;
         let max_age = files.settings.max_file_age;
         self.partitions.retain(|key, part| {
@@ -463,7 +463,7 @@ pub(super) fn micros(t: SystemTime) -> i64 {
     }
 }
 
-fn hour_of(micros: i64) -> i64 {
+pub(super) fn hour_of(micros: i64) -> i64 {
     micros.div_euclid(MICROS_PER_HOUR)
 }
 
