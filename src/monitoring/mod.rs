@@ -1,6 +1,7 @@
 //! Monitoring: Prometheus metrics.
 
 pub mod baseline;
+pub mod capture;
 pub mod drift;
 pub mod feedback;
 pub mod metrics;
