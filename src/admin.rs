@@ -11,7 +11,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use rustls::pki_types::ServerName;
 use serde_json::{Value, json};
 
-use crate::cli::{AdminArgs, Command, RolloutCommand, RolloutStartArgs};
+use crate::cli::{AdminArgs, Command, RolloutCommand, RolloutStartArgs, SkewArgs};
 use crate::tls::{self, Alpn};
 
 /// What stays literal in a path segment: RFC 3986's unreserved characters.
@@ -297,6 +297,7 @@ pub async fn run(command: Command) -> Result<(), String> {
             }
         }
         Command::Rollout(r) => rollout(r).await?,
+        Command::Skew(a) => skew(a).await?,
         Command::Serve(_) => unreachable!("serve is not an admin command"),
     }
     Ok(())
@@ -626,6 +627,9 @@ pub fn rollout_table(status: &Value, now: jiff::Timestamp) -> String {
         cell(&r["failure_limit"])
     ));
     out.push_str(&format!("reason:     {}\n", cell(&r["reason"])));
+    if let Some(line) = quality_line(&status["quality"]) {
+        out.push_str(&line);
+    }
 
     let last_decision = |out: &mut String| {
         let last = &r["last_decision"];
@@ -1121,4 +1125,73 @@ mod tests {
         assert_eq!(interval_span(&json!("500ms")), "500ms");
         assert_eq!(interval_span(&json!("5400s")), "1h 30m");
     }
+}
+
+/// `switchyard skew`: online from a server, or offline from capture files.
+async fn skew(a: SkewArgs) -> Result<(), String> {
+    let report = match (&a.capture, &a.baseline) {
+        (Some(dir), Some(baseline)) => {
+            let (dir, baseline, config) = (dir.clone(), baseline.clone(), a.config.clone());
+            let (model, version) = (a.model.clone(), a.version);
+            tokio::task::spawn_blocking(move || {
+                crate::monitoring::offline::skew_of_capture(
+                    &dir,
+                    model.as_deref(),
+                    version,
+                    &baseline,
+                    config.as_deref(),
+                )
+            })
+            .await
+            .map_err(|e| format!("the offline skew task failed: {e}"))??
+        }
+        _ => {
+            let model = a.model.as_deref().unwrap_or_default();
+            let path = match a.version {
+                Some(v) => model_path(model, &format!("versions/{v}/skew")),
+                None => model_path(model, "skew"),
+            };
+            call(&a.admin, Method::GET, &path, None).await?
+        }
+    };
+    if a.json {
+        println!("{report:#}");
+    } else {
+        let parsed: crate::monitoring::skew::SkewReport = serde_json::from_value(report.clone())
+            .map_err(|e| format!("unexpected skew report from the server: {e}"))?;
+        let what = match (report["model"].as_str(), report["version"].as_u64()) {
+            (Some(m), Some(v)) => format!("model '{m}' version {v}"),
+            _ => "capture".to_string(),
+        };
+        println!("{what}");
+        print!("{}", parsed.table());
+    }
+    Ok(())
+}
+
+/// "quality: stable 0.91 (1200 labels), candidate 0.94 (1180 labels), p = 0.012" once feedback
+/// has labelled either side.
+fn quality_line(q: &Value) -> Option<String> {
+    let side = |v: &Value| -> Option<String> {
+        let labels = v["labels"].as_u64().filter(|&n| n > 0)?;
+        let figure = match (v["accuracy"].as_f64(), v["mae"].as_f64()) {
+            (Some(a), _) => format!("accuracy {a:.4}"),
+            (None, Some(m)) => format!("MAE {m:.4}"),
+            _ => return None,
+        };
+        Some(format!("{figure} ({labels} labels)"))
+    };
+    let (stable, candidate) = (side(&q["stable"]), side(&q["candidate"]));
+    if stable.is_none() && candidate.is_none() {
+        return None;
+    }
+    let p = q["accuracy_p_value"]
+        .as_f64()
+        .map(|p| format!(", two-proportion p = {p:.4}"))
+        .unwrap_or_default();
+    Some(format!(
+        "quality:    stable {}, candidate {}{p}\n",
+        stable.unwrap_or_else(|| "no labels".into()),
+        candidate.unwrap_or_else(|| "no labels".into())
+    ))
 }

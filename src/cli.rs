@@ -47,6 +47,34 @@ pub enum Command {
     /// (canary, sticky A/B or shadow), and read its decisions.
     #[command(subcommand)]
     Rollout(RolloutCommand),
+    /// Training/serving skew per feature, worst first: a running server's online window
+    /// (`skew MODEL`), or capture files read offline (`skew --capture DIR --baseline PATH`),
+    /// computed by the same code.
+    Skew(SkewArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SkewArgs {
+    /// Model name. With --capture, only its files (model=MODEL/) are read.
+    #[arg(value_parser = crate::registry::parse_model_name, required_unless_present = "capture")]
+    pub model: Option<String>,
+    /// Version (default: the one serving requests that name none). With --capture, only its files.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub version: Option<u64>,
+    /// Offline: a capture folder (--capture-dir of a server) to read instead of asking a server.
+    #[arg(long, requires = "baseline")]
+    pub capture: Option<PathBuf>,
+    /// Offline: the version's baseline.json.
+    #[arg(long, requires = "capture")]
+    pub baseline: Option<PathBuf>,
+    /// Offline: the model's config.toml, for its [monitoring] thresholds and skew_min_rows.
+    #[arg(long, requires = "capture")]
+    pub config: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -475,6 +503,7 @@ impl ServeArgs {
             intra_op_threads: self.intra_op_threads,
             device: self.device,
             capture_sample_rate: self.capture_sample_rate,
+            monitoring: self.monitoring == Toggle::On,
         }
     }
 }

@@ -10,12 +10,14 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::auth::Auth;
-use crate::cli::ServeArgs;
+use crate::cli::{ServeArgs, Toggle};
 use crate::grpc::{self, GrpcOptions};
 use crate::http::{self, HttpState};
 use crate::listener;
 use crate::models::ModelManager;
-use crate::monitoring::metrics;
+use crate::monitoring::capture::{Capture, CaptureSettings};
+use crate::monitoring::feedback::FeedbackStore;
+use crate::monitoring::{Monitoring, metrics};
 use crate::registry::FolderRegistry;
 use crate::runtime::library;
 use crate::service::Service;
@@ -62,7 +64,11 @@ impl Server {
         }
         let registry = Arc::new(FolderRegistry::new(repo.clone()));
         let models = Arc::new(ModelManager::new(registry, args.manager_options(), env));
-        let service = Arc::new(Service::new(models.clone(), args.strict_readiness));
+        let service = Arc::new(Service::new(
+            models.clone(),
+            args.strict_readiness,
+            monitoring(&args)?,
+        ));
 
         let auth = Arc::new(
             Auth::from_files(
@@ -183,8 +189,21 @@ impl Server {
         self.trigger.trigger();
     }
 
-    /// Waits until both listeners have drained (or the drain timeout passed).
+    /// Waits until both listeners have drained (or the drain timeout passed), then writes out
+    /// what the capture queue holds: every row accepted before the drain ends up on disk.
     pub async fn wait(self) -> Result<(), StartError> {
+        let service = self.service.clone();
+        let result = self.drain().await;
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(capture) = &service.monitoring().capture {
+                capture.close();
+            }
+        })
+        .await;
+        result
+    }
+
+    async fn drain(self) -> Result<(), StartError> {
         let both = async {
             let (http, grpc) = tokio::join!(self.http_task, self.grpc_task);
             for r in [http, grpc] {
@@ -203,6 +222,29 @@ impl Server {
             }
         }
     }
+}
+
+/// The server-wide side of monitoring, from the flags. The capture folder is created by the
+/// writer; a folder it cannot write is reported (and counted), never fatal.
+fn monitoring(args: &ServeArgs) -> Result<Monitoring, StartError> {
+    let on = args.monitoring == Toggle::On;
+    let capture = match &args.capture_dir {
+        Some(dir) if on => Some(
+            Capture::start(CaptureSettings {
+                dir: dir.clone(),
+                queue_rows: args.capture_queue_rows,
+                max_file_bytes: args.capture_max_file_bytes,
+                max_file_age: args.capture_max_file_age,
+            })
+            .map_err(|e| format!("cannot start the capture writer: {e}"))?,
+        ),
+        _ => None,
+    };
+    Ok(Monitoring {
+        enabled: on,
+        capture,
+        feedback: FeedbackStore::new(args.feedback_capacity, args.feedback_ttl),
+    })
 }
 
 /// The initial load, then a pass every `poll` interval: following the registry in poll mode,

@@ -11,7 +11,7 @@ use crate::core::infer::{
 use crate::core::signature::TensorSpec;
 use crate::error::{Error, Result};
 use crate::models::{ControlMode, LoadedVersion, ModelManager, VersionStatus};
-use crate::monitoring::metrics;
+use crate::monitoring::{Monitoring, metrics};
 use crate::registry;
 use crate::routing::window::{Outcome, Variant};
 use crate::routing::{self, LiveRollout, Route, compare};
@@ -91,15 +91,22 @@ pub struct Service {
     models: Arc<ModelManager>,
     strict_readiness: bool,
     shutting_down: AtomicBool,
+    monitoring: Arc<Monitoring>,
 }
 
 impl Service {
-    pub fn new(models: Arc<ModelManager>, strict_readiness: bool) -> Self {
+    pub fn new(models: Arc<ModelManager>, strict_readiness: bool, monitoring: Monitoring) -> Self {
         Self {
             models,
             strict_readiness,
             shutting_down: AtomicBool::new(false),
+            monitoring: Arc::new(monitoring),
         }
+    }
+
+    /// Capture, feedback store: the server-wide side of monitoring.
+    pub fn monitoring(&self) -> &Monitoring {
+        &self.monitoring
     }
 
     pub fn models(&self) -> &Arc<ModelManager> {
@@ -200,7 +207,15 @@ impl Service {
             .rollout
             .as_ref()
             .ok_or_else(|| routing::controller::no_rollout(model))?;
-        Ok(routing::status_json(model, entry.pinned, live))
+        let mut status = routing::status_json(model, entry.pinned, live);
+        let (stable, candidate) = (live.state.stable, live.state.candidate());
+        let quality = |v: u64| {
+            entry
+                .ready(v)
+                .map(|lv| lv.monitor.quality(routing::now_ms()))
+        };
+        status["quality"] = quality_comparison(quality(stable), quality(candidate));
+        Ok(status)
     }
 
     /// Starts a rollout (validated; the registry write runs off the serving threads).
@@ -227,6 +242,66 @@ impl Service {
         self.blocking(move |m| routing::controller::act(m, &name, action).map(|_| ()))
             .await?;
         self.rollout_status(model)
+    }
+
+    /// Joins feedback labels with the predictions of the requests they name.
+    pub fn feedback(&self, model: &str, body: &[u8]) -> Result<serde_json::Value> {
+        check_name(model)?;
+        if !self.models.snapshot().models.contains_key(model) {
+            return Err(Error::NotFound(format!("unknown model '{model}'")));
+        }
+        if !self.monitoring.enabled {
+            return Err(Error::FailedPrecondition(
+                "feedback needs monitoring: the server runs with --monitoring off".into(),
+            ));
+        }
+        let items = crate::monitoring::feedback::parse_feedback(body)
+            .map_err(|e| Error::invalid(format!("feedback: {e}")))?;
+        let outcome = self
+            .monitoring
+            .feedback
+            .join(model, items, routing::now_ms());
+        serde_json::to_value(&outcome)
+            .map_err(|e| Error::Internal(format!("cannot encode the feedback outcome: {e}")))
+    }
+
+    /// The skew of a loaded version over its window, against its baseline.json.
+    pub fn skew_report(&self, model: &str, version: &str) -> Result<serde_json::Value> {
+        let named = parse_version(model, version)?;
+        check_name(model)?;
+        let target = self.models.snapshot().resolve(model, named)?;
+        let (report, window) = target
+            .monitor
+            .skew_report(routing::now_ms())
+            .ok_or_else(|| {
+                Error::NotFound(if self.monitoring.enabled {
+                    format!(
+                        "model '{model}' version {} has no {}, so no skew is computed for it",
+                        target.version,
+                        crate::monitoring::BASELINE_FILE
+                    )
+                } else {
+                    "skew is not computed: the server runs with --monitoring off".into()
+                })
+            })?;
+        let mut value = serde_json::to_value(&report)
+            .map_err(|e| Error::Internal(format!("cannot encode the skew report: {e}")))?;
+        if let Some(obj) = value.as_object_mut() {
+            obj.insert("model".into(), model.into());
+            obj.insert("version".into(), target.version.into());
+            obj.insert("window_seconds".into(), window.as_secs_f64().into());
+        }
+        Ok(value)
+    }
+
+    /// Sets every loaded version's monitoring gauges (skew, quality, age) for a scrape.
+    pub fn export_monitoring(&self) {
+        let now = routing::now_ms();
+        for entry in self.models.snapshot().models.values() {
+            for v in entry.ready_versions() {
+                v.monitor.export(now);
+            }
+        }
     }
 
     pub fn status(&self) -> Vec<VersionStatus> {
@@ -377,8 +452,11 @@ impl Service {
                 let copy_of = copy.as_ref().map(|_| req.clone());
                 // The analysis compares the versions' own time (queue and run), measured the
                 // same way for callers and copies: not the caller's upload and decoding.
+                let watch = t.monitor.watch(&req, &self.monitoring);
                 let ran = Instant::now();
                 let result = t.infer(req).await;
+                t.monitor
+                    .observe(watch, &result, variant, started.elapsed(), &self.monitoring);
                 if let (Some(live), Some(v)) = (&rollout, variant) {
                     observe_variant(live, v, &result, ran.elapsed());
                     // Shadow copies take only spare capacity: when callers wait for the version
@@ -393,7 +471,15 @@ impl Service {
                         !busy
                     });
                     if let (Ok(resp), Some(copy), Some(req)) = (&result, copy, copy_of) {
-                        spawn_copy(live.clone(), v, t.clone(), copy, req, &resp.outputs);
+                        spawn_copy(
+                            live.clone(),
+                            v,
+                            t.clone(),
+                            copy,
+                            req,
+                            &resp.outputs,
+                            self.monitoring.clone(),
+                        );
                     }
                 }
                 result
@@ -457,6 +543,7 @@ fn observe_variant(
     live.window.record(variant, outcome, elapsed);
 }
 
+#[allow(clippy::too_many_arguments)]
 /// Runs a copy of a request on the other variant after the caller has its answer, and compares
 /// the two answers. Never delays or fails the caller: it runs in its own task, and is shed
 /// (counted) when the other version's queue is half full.
@@ -467,6 +554,7 @@ fn spawn_copy(
     copy: Arc<LoadedVersion>,
     request: InferRequest,
     answer: &[crate::core::tensor::Tensor],
+    monitoring: Arc<Monitoring>,
 ) {
     let stable_task = match served {
         Variant::Stable => answered_by.task.clone(),
@@ -475,8 +563,17 @@ fn spawn_copy(
     let answer = answer.to_vec();
     tokio::spawn(async move {
         let started = Instant::now();
+        // The copy's version sees its traffic in its skew window and capture too (a shadow
+        // candidate's predictions are what the capture is for), but its answer reached nobody,
+        // so no feedback can ever name it.
+        let watch = copy
+            .monitor
+            .watch(&request, &monitoring)
+            .map(|w| w.no_feedback());
         let result = copy.infer(request).await;
         let other = served.other();
+        copy.monitor
+            .observe(watch, &result, Some(other), started.elapsed(), &monitoring);
         observe_variant(&live, other, &result, started.elapsed());
         match result {
             Ok(resp) => {
@@ -494,4 +591,35 @@ fn spawn_copy(
             }
         }
     });
+}
+
+/// The two variants of a rollout compared on real outcomes (feedback labels over the quality
+/// window): each side's live figures and, for classifiers when both have labels, the p-value of a
+/// two-proportion test that their accuracies are equal.
+fn quality_comparison(
+    stable: Option<crate::monitoring::quality::QualitySummary>,
+    candidate: Option<crate::monitoring::quality::QualitySummary>,
+) -> serde_json::Value {
+    use crate::monitoring::quality::two_proportion_p_value;
+    let side = |q: &Option<crate::monitoring::quality::QualitySummary>| {
+        q.as_ref().map(|q| {
+            serde_json::json!({
+                "labels": q.labels,
+                "accuracy": q.accuracy,
+                "mae": q.mae,
+                "rmse": q.rmse,
+            })
+        })
+    };
+    let p_value = match (&stable, &candidate) {
+        (Some(s), Some(c)) if s.accuracy.is_some() && c.accuracy.is_some() => {
+            two_proportion_p_value(s.correct, s.labels, c.correct, c.labels)
+        }
+        _ => None,
+    };
+    serde_json::json!({
+        "stable": side(&stable),
+        "candidate": side(&candidate),
+        "accuracy_p_value": p_value,
+    })
 }

@@ -32,6 +32,8 @@ pub fn routes() -> Router<Arc<HttpState>> {
             "/admin/models/{model}/rollout/{action}",
             post(rollout_action),
         )
+        .route("/admin/models/{model}/skew", get(skew_default))
+        .route("/admin/models/{model}/versions/{version}/skew", get(skew))
         .route("/v2/repository/models/{model}/load", post(load))
         .route("/v2/repository/models/{model}/unload", post(unload))
 }
@@ -153,6 +155,25 @@ async fn rollout_action(
         )));
     };
     match s.service.rollout_action(&model, action).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// The version's training/serving skew over its window, worst feature first.
+async fn skew(
+    State(s): State<Arc<HttpState>>,
+    Path((model, version)): Path<(String, String)>,
+) -> Response {
+    match s.service.skew_report(&model, &version) {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// The same for the version serving requests that name none.
+async fn skew_default(State(s): State<Arc<HttpState>>, Path(model): Path<String>) -> Response {
+    match s.service.skew_report(&model, "") {
         Ok(v) => axum::Json(v).into_response(),
         Err(e) => error_response(&e),
     }

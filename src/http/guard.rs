@@ -165,6 +165,7 @@ mod tests {
         for admin in [
             "/admin/models",
             "/admin/models/m/promote",
+            "/admin/models/m/versions/1/skew",
             "/v2/repository/index",
             "/v2/repository/models/m/load",
         ] {
@@ -173,6 +174,7 @@ mod tests {
         for infer in [
             "/v2/health/ready",
             "/v2/models/m/infer",
+            "/v2/models/m/feedback",
             "/v2",
             "/metrics",
             "/administrator",

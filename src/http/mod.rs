@@ -68,6 +68,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         )
         .route("/v2/models/{model}/infer", post(infer))
         .route("/v2/models/{model}/versions/{version}/infer", post(infer_v))
+        .route("/v2/models/{model}/feedback", post(feedback))
         .route("/v2/repository/index", post(repository_index))
         .route("/metrics", get(render_metrics))
         .merge(admin::routes())
@@ -420,7 +421,31 @@ async fn repository_index(
     axum::Json(index).into_response()
 }
 
+/// `POST /v2/models/{model}/feedback`: `{"id": "<request id>", "labels": [...]}` (one label per
+/// row of that request's prediction), or an array of them. Labels arriving after their
+/// prediction left the store are counted as late, not refused.
+async fn feedback(
+    State(s): State<Arc<HttpState>>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let leftover = body::Leftover::new(&headers, s.read_timeout, &s.stop);
+    let bytes = match body::read(body, &headers, s.max_request_size, &leftover).await {
+        Ok(b) => b,
+        Err(e) => return error_response(&e),
+    };
+    let service = s.service.clone();
+    // Up to 10 000 items per call: parsed and joined off the async threads.
+    match tokio::task::spawn_blocking(move || service.feedback(&model, &bytes)).await {
+        Ok(Ok(v)) => axum::Json(v).into_response(),
+        Ok(Err(e)) => error_response(&e),
+        Err(e) => error_response(&Error::Internal(format!("feedback task failed: {e}"))),
+    }
+}
+
 async fn render_metrics(State(s): State<Arc<HttpState>>) -> Response {
+    s.service.export_monitoring();
     (
         [(
             header::CONTENT_TYPE,

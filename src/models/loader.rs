@@ -11,6 +11,7 @@ use crate::core::signature::Signature;
 use crate::core::tensor::{Tensor, TensorData};
 use crate::models::version::LoadedVersion;
 use crate::monitoring::metrics::VersionMetrics;
+use crate::monitoring::{BASELINE_FILE, Card, VersionMonitor};
 use crate::registry::config::Resolved;
 use crate::registry::{METADATA_FILE, MODEL_FILE, Registry, RegistryError, WARMUP_FILE};
 use crate::runtime::Backend;
@@ -51,6 +52,9 @@ pub enum LoadError {
     WarmupFile(#[source] crate::error::Error),
     #[error("warm-up inference failed: {0}")]
     Warmup(#[source] crate::error::Error),
+    /// baseline.json, or config.toml's monitoring thresholds against it.
+    #[error("monitoring: {0}")]
+    Monitoring(String),
     #[error("cannot start the scheduler threads: {0}")]
     Threads(#[source] std::io::Error),
     /// A bug (ours or the runtime's) hit while loading: the panic's message.
@@ -82,18 +86,15 @@ fn expected_sha256(
 }
 
 /// What the serving path uses of a version's model card (metadata.json): the task (how a
-/// rollout compares two versions' answers) and the training date (deployment lead time).
-/// Never a load error: a card without them, or with a date that does not parse, gives `None`.
-fn card(
-    registry: &dyn Registry,
-    model: &str,
-    version: u64,
-) -> (Option<String>, Option<SystemTime>) {
+/// rollout compares two versions' answers, how feedback is scored), the class names, the training
+/// date (deployment lead time, staleness) and the held-out metrics (decay).
+/// Never a load error: a card without them, or with values that do not parse, leaves them out.
+fn card(registry: &dyn Registry, model: &str, version: u64) -> Card {
     let Ok(Some(bytes)) = registry.read(model, Some(version), METADATA_FILE) else {
-        return (None, None);
+        return Card::default();
     };
     let Ok(meta) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-        return (None, None);
+        return Card::default();
     };
     let task = meta
         .get("task")
@@ -105,7 +106,33 @@ fn card(
         .and_then(|t| t.parse::<jiff::Timestamp>().ok())
         .and_then(|t| u64::try_from(t.as_millisecond()).ok())
         .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms));
-    (task, trained_at)
+    let classes = meta
+        .get("classes")
+        .and_then(|c| c.as_array())
+        .map(|c| {
+            c.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    // Bounded: these become metric labels.
+    let heldout = meta
+        .get("heldout_metrics")
+        .and_then(|m| m.as_object())
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| k.len() <= 64)
+                .filter_map(|(k, v)| v.as_f64().map(|v| (k.clone(), v)))
+                .take(16)
+                .collect()
+        })
+        .unwrap_or_default();
+    Card {
+        task,
+        classes,
+        trained_at,
+        heldout,
+    }
 }
 
 /// The largest warm-up input synthesized for one tensor; a model whose declared shape needs
@@ -228,6 +255,19 @@ pub fn build_version(
     {
         return Err(LoadError::SignatureChanged(diff.to_string()));
     }
+    // Monitoring is checked before the sessions warm up: a bad baseline.json fails fast.
+    let card = card(registry, model, version);
+    let baseline = registry.read(model, Some(version), BASELINE_FILE)?;
+    let (task, trained_at) = (card.task.clone(), card.trained_at);
+    let monitor = VersionMonitor::new(
+        model,
+        version,
+        &signature,
+        &settings.monitoring,
+        baseline.as_deref(),
+        card,
+    )
+    .map_err(LoadError::Monitoring)?;
     let warm = warmup(registry, model, version, &signature)?;
     let mut backends: Vec<Box<dyn Backend>> = Vec::with_capacity(loaded.sessions.len());
     for mut session in loaded.sessions {
@@ -250,7 +290,6 @@ pub fn build_version(
         VersionMetrics::new(model, version),
     )
     .map_err(LoadError::Threads)?;
-    let (task, trained_at) = card(registry, model, version);
     Ok(LoadedVersion {
         model: model.to_string(),
         version,
@@ -265,6 +304,7 @@ pub fn build_version(
         load_duration: started.elapsed(),
         task,
         trained_at,
+        monitor,
     })
 }
 

@@ -31,6 +31,8 @@ pub struct LoadedVersion {
     pub task: Option<String>,
     /// The model card's `trained_at`, if it has one.
     pub trained_at: Option<SystemTime>,
+    /// Skew window, capture schema, feedback scorer: see `monitoring::version`.
+    pub monitor: crate::monitoring::VersionMonitor,
 }
 
 impl LoadedVersion {

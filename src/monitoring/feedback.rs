@@ -179,7 +179,7 @@ pub struct Pending {
 }
 
 /// An item refused by `join`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct InvalidItem {
     /// The item's position in the call.
     pub index: usize,
@@ -188,7 +188,7 @@ pub struct InvalidItem {
 }
 
 /// What a feedback call achieved.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct FeedbackOutcome {
     /// Labelled rows scored.
     pub joined: u64,

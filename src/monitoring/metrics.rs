@@ -37,6 +37,11 @@ pub const SHADOW_REQUESTS: &str = "switchyard_shadow_requests_total";
 pub const DEPLOYMENTS: &str = "switchyard_deployments_total";
 pub const ROLLBACK_SECONDS: &str = "switchyard_rollback_seconds";
 pub const LEAD_TIME: &str = "switchyard_deployment_lead_time_seconds";
+pub const FEATURE_SKEW: &str = "switchyard_feature_skew";
+pub const FEATURE_SKEW_ALERT: &str = "switchyard_feature_skew_alert";
+pub const FEATURE_SKEW_ROWS: &str = "switchyard_feature_skew_rows";
+pub const MODEL_QUALITY_HELDOUT: &str = "switchyard_model_quality_heldout";
+pub const MODEL_AGE: &str = "switchyard_model_age_seconds";
 
 /// The `model` label for requests naming a model the server does not have: keeps cardinality
 /// bounded whatever callers send.
@@ -86,6 +91,7 @@ pub fn install() -> PrometheusHandle {
             describe();
             describe_front_ends();
             describe_rollouts();
+            describe_monitoring();
             // Histograms buffer samples until drained; drain them even if nobody scrapes.
             let upkeep = handle.clone();
             let _ = std::thread::Builder::new()
@@ -346,4 +352,66 @@ pub fn record_rollback(model: &str, seconds: f64) {
 
 pub fn set_lead_time(model: &str, seconds: f64) {
     metrics::gauge!(LEAD_TIME, "model" => model.to_string()).set(seconds);
+}
+
+fn describe_monitoring() {
+    use metrics::describe_gauge;
+    describe_gauge!(
+        FEATURE_SKEW,
+        "Training/serving skew of a feature (output:<name> for the model's outputs) over the \
+         sliding window, against the version's baseline.json: statistic js_distance, psi \
+         (numeric), linf (categorical), out_of_range (share of values outside the training \
+         range), non_finite (NaN/inf values)."
+    );
+    describe_gauge!(
+        FEATURE_SKEW_ALERT,
+        "1 when a feature's skew is over one of its thresholds (with enough rows in the window)."
+    );
+    describe_gauge!(FEATURE_SKEW_ROWS, "Rows in the version's skew window.");
+    describe_gauge!(
+        MODEL_QUALITY_HELDOUT,
+        "The held-out metric the model card (metadata.json heldout_metrics) reports: decay is \
+         live / held-out."
+    );
+    describe_gauge!(
+        MODEL_AGE,
+        Unit::Seconds,
+        "Time since the version was trained (metadata.json trained_at)."
+    );
+    super::capture::describe();
+    super::feedback::describe();
+    super::quality::describe();
+}
+
+fn mv(model: &str, version: &str) -> [(&'static str, String); 2] {
+    [
+        ("model", model.to_string()),
+        ("version", version.to_string()),
+    ]
+}
+
+pub fn set_skew(model: &str, version: &str, feature: &str, statistic: &'static str, value: f64) {
+    metrics::gauge!(FEATURE_SKEW, "model" => model.to_string(), "version" => version.to_string(),
+        "feature" => feature.to_string(), "statistic" => statistic)
+    .set(value);
+}
+
+pub fn set_skew_alert(model: &str, version: &str, feature: &str, alert: bool) {
+    metrics::gauge!(FEATURE_SKEW_ALERT, "model" => model.to_string(),
+        "version" => version.to_string(), "feature" => feature.to_string())
+    .set(if alert { 1.0 } else { 0.0 });
+}
+
+pub fn set_skew_rows(model: &str, version: &str, rows: u64) {
+    metrics::gauge!(FEATURE_SKEW_ROWS, &mv(model, version)).set(rows as f64);
+}
+
+pub fn set_quality_heldout(model: &str, version: &str, metric: &str, value: f64) {
+    metrics::gauge!(MODEL_QUALITY_HELDOUT, "model" => model.to_string(),
+        "version" => version.to_string(), "metric" => metric.to_string())
+    .set(value);
+}
+
+pub fn set_model_age(model: &str, version: &str, seconds: f64) {
+    metrics::gauge!(MODEL_AGE, &mv(model, version)).set(seconds);
 }

@@ -16,6 +16,7 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::core::tensor::{ByteStrings, Tensor, TensorData};
+use crate::monitoring::baseline::Baseline;
 use crate::monitoring::skew::{Profile, Profiler};
 
 /// The counts of every captured record under a folder.
@@ -410,6 +411,65 @@ fn tensor_data(values: &ArrayRef, start: usize, len: usize) -> Result<TensorData
         )?),
         other => return Err(format!("elements of type {other} are not tensor elements")),
     })
+}
+
+/// `switchyard skew --capture DIR --baseline PATH`: the skew of captured rows against a
+/// baseline, with the thresholds of `config` (a model's config.toml) or the defaults. `model` and
+/// `version` narrow the read to their partition folders. The JSON has the online report's shape
+/// plus the files and records read.
+pub fn skew_of_capture(
+    dir: &Path,
+    model: Option<&str>,
+    version: Option<u64>,
+    baseline: &Path,
+    config: Option<&Path>,
+) -> Result<serde_json::Value, String> {
+    let origin = baseline.display().to_string();
+    let bytes = std::fs::read(baseline).map_err(|e| format!("cannot read {origin}: {e}"))?;
+    let baseline = Baseline::parse(&bytes, &origin).map_err(|e| e.to_string())?;
+    let profiler = Profiler::new(&baseline, None).map_err(|e| e.to_string())?;
+    let model_config = match config {
+        None => crate::registry::ModelConfig::default(),
+        Some(path) => {
+            let text =
+                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            crate::registry::ModelConfig::parse_bytes(&text, &path.display().to_string())
+                .map_err(|e| e.to_string())?
+        }
+    };
+    let origin_cfg = config.map_or("defaults".to_string(), |p| p.display().to_string());
+    let settings = model_config
+        .resolve(&crate::registry::config::Defaults::default(), &origin_cfg)
+        .map_err(|e| e.to_string())?
+        .monitoring;
+    let cfg = super::version::skew_config(
+        &settings,
+        &profiler.feature_names(),
+        model.unwrap_or("model"),
+        &origin,
+    )?;
+    let mut root = dir.to_path_buf();
+    if let Some(m) = model {
+        root.push(format!("model={m}"));
+        if let Some(v) = version {
+            root.push(format!("version={v}"));
+        }
+    }
+    let read = profile_capture(&root, &profiler).map_err(|e| e.to_string())?;
+    let report = super::skew::report(&profiler, &read.profile, &cfg);
+    let mut value =
+        serde_json::to_value(&report).map_err(|e| format!("cannot encode the skew report: {e}"))?;
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("files".into(), read.files.into());
+        obj.insert("records".into(), read.records.into());
+        if let Some(m) = model {
+            obj.insert("model".into(), m.into());
+        }
+        if let Some(v) = version {
+            obj.insert("version".into(), v.into());
+        }
+    }
+    Ok(value)
 }
 
 #[cfg(test)]

@@ -87,6 +87,7 @@ pub struct ThresholdSection {
 /// The effective monitoring settings of one model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MonitoringSettings {
+    pub enabled: bool,
     pub capture_sample_rate: f64,
     pub skew_window: Duration,
     pub skew_slice: Duration,
@@ -240,6 +241,8 @@ pub struct Defaults {
     pub device: Device,
     /// Share of requests captured for models whose config.toml sets none.
     pub capture_sample_rate: f64,
+    /// Serving-data monitoring (skew, feedback, capture) on the request path.
+    pub monitoring: bool,
 }
 
 impl Default for Defaults {
@@ -253,6 +256,7 @@ impl Default for Defaults {
             intra_op_threads: 1,
             device: Device::Cpu,
             capture_sample_rate: 1.0,
+            monitoring: true,
         }
     }
 }
@@ -464,6 +468,7 @@ impl MonitoringSection {
             check("monitoring.features", t)?;
         }
         Ok(MonitoringSettings {
+            enabled: d.monitoring,
             capture_sample_rate: rate,
             skew_window,
             skew_slice,
