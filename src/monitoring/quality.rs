@@ -72,7 +72,12 @@ fn is_float(d: DataType) -> bool {
 /// variable one (a row of unknown width is not a single value).
 fn multi_column(shape: &[i64]) -> bool {
     let rest = shape.get(1..).unwrap_or(&[]);
-    rest.iter().any(|&d| d < 0) || rest.iter().product::<i64>() > 1
+    // Declared shapes come from the model file: a product too large for i64 is many columns.
+    rest.iter().any(|&d| d < 0)
+        || rest
+            .iter()
+            .try_fold(1i64, |acc, &d| acc.checked_mul(d))
+            .is_none_or(|n| n > 1)
 }
 
 /// One prediction per row of a request.
@@ -359,6 +364,13 @@ pub fn two_proportion_p_value(x1: u64, n1: u64, x2: u64, n2: u64) -> Option<f64>
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn huge_declared_shapes_do_not_overflow() {
+        assert!(super::multi_column(&[-1, 1 << 40, 1 << 40]));
+        assert!(!super::multi_column(&[-1, 1]));
+        assert!(!super::multi_column(&[-1, 0, 1 << 62, 4]));
+    }
+
     use super::*;
     use crate::core::tensor::ByteStrings;
     use half::f16;
