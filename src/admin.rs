@@ -760,6 +760,75 @@ pub fn history_table(status: &Value) -> String {
     out
 }
 
+/// `switchyard skew`: online from a server, or offline from capture files.
+async fn skew(a: SkewArgs) -> Result<(), String> {
+    let report = match (&a.capture, &a.baseline) {
+        (Some(dir), Some(baseline)) => {
+            let (dir, baseline, config) = (dir.clone(), baseline.clone(), a.config.clone());
+            let (model, version) = (a.model.clone(), a.version);
+            tokio::task::spawn_blocking(move || {
+                crate::monitoring::offline::skew_of_capture(
+                    &dir,
+                    model.as_deref(),
+                    version,
+                    &baseline,
+                    config.as_deref(),
+                )
+            })
+            .await
+            .map_err(|e| format!("the offline skew task failed: {e}"))??
+        }
+        _ => {
+            let model = a.model.as_deref().unwrap_or_default();
+            let path = match a.version {
+                Some(v) => model_path(model, &format!("versions/{v}/skew")),
+                None => model_path(model, "skew"),
+            };
+            call(&a.admin, Method::GET, &path, None).await?
+        }
+    };
+    if a.json {
+        println!("{report:#}");
+    } else {
+        let parsed: crate::monitoring::skew::SkewReport = serde_json::from_value(report.clone())
+            .map_err(|e| format!("unexpected skew report from the server: {e}"))?;
+        let what = match (report["model"].as_str(), report["version"].as_u64()) {
+            (Some(m), Some(v)) => format!("model '{m}' version {v}"),
+            _ => "capture".to_string(),
+        };
+        println!("{what}");
+        print!("{}", parsed.table());
+    }
+    Ok(())
+}
+
+/// "quality: stable 0.91 (1200 labels), candidate 0.94 (1180 labels), p = 0.012" once feedback
+/// has labelled either side.
+fn quality_line(q: &Value) -> Option<String> {
+    let side = |v: &Value| -> Option<String> {
+        let labels = v["labels"].as_u64().filter(|&n| n > 0)?;
+        let figure = match (v["accuracy"].as_f64(), v["mae"].as_f64()) {
+            (Some(a), _) => format!("accuracy {a:.4}"),
+            (None, Some(m)) => format!("MAE {m:.4}"),
+            _ => return None,
+        };
+        Some(format!("{figure} ({labels} labels)"))
+    };
+    let (stable, candidate) = (side(&q["stable"]), side(&q["candidate"]));
+    if stable.is_none() && candidate.is_none() {
+        return None;
+    }
+    let p = q["accuracy_p_value"]
+        .as_f64()
+        .map(|p| format!(", two-proportion p = {p:.4}"))
+        .unwrap_or_default();
+    Some(format!(
+        "quality:    stable {}, candidate {}{p}\n",
+        stable.unwrap_or_else(|| "no labels".into()),
+        candidate.unwrap_or_else(|| "no labels".into())
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1125,73 +1194,4 @@ mod tests {
         assert_eq!(interval_span(&json!("500ms")), "500ms");
         assert_eq!(interval_span(&json!("5400s")), "1h 30m");
     }
-}
-
-/// `switchyard skew`: online from a server, or offline from capture files.
-async fn skew(a: SkewArgs) -> Result<(), String> {
-    let report = match (&a.capture, &a.baseline) {
-        (Some(dir), Some(baseline)) => {
-            let (dir, baseline, config) = (dir.clone(), baseline.clone(), a.config.clone());
-            let (model, version) = (a.model.clone(), a.version);
-            tokio::task::spawn_blocking(move || {
-                crate::monitoring::offline::skew_of_capture(
-                    &dir,
-                    model.as_deref(),
-                    version,
-                    &baseline,
-                    config.as_deref(),
-                )
-            })
-            .await
-            .map_err(|e| format!("the offline skew task failed: {e}"))??
-        }
-        _ => {
-            let model = a.model.as_deref().unwrap_or_default();
-            let path = match a.version {
-                Some(v) => model_path(model, &format!("versions/{v}/skew")),
-                None => model_path(model, "skew"),
-            };
-            call(&a.admin, Method::GET, &path, None).await?
-        }
-    };
-    if a.json {
-        println!("{report:#}");
-    } else {
-        let parsed: crate::monitoring::skew::SkewReport = serde_json::from_value(report.clone())
-            .map_err(|e| format!("unexpected skew report from the server: {e}"))?;
-        let what = match (report["model"].as_str(), report["version"].as_u64()) {
-            (Some(m), Some(v)) => format!("model '{m}' version {v}"),
-            _ => "capture".to_string(),
-        };
-        println!("{what}");
-        print!("{}", parsed.table());
-    }
-    Ok(())
-}
-
-/// "quality: stable 0.91 (1200 labels), candidate 0.94 (1180 labels), p = 0.012" once feedback
-/// has labelled either side.
-fn quality_line(q: &Value) -> Option<String> {
-    let side = |v: &Value| -> Option<String> {
-        let labels = v["labels"].as_u64().filter(|&n| n > 0)?;
-        let figure = match (v["accuracy"].as_f64(), v["mae"].as_f64()) {
-            (Some(a), _) => format!("accuracy {a:.4}"),
-            (None, Some(m)) => format!("MAE {m:.4}"),
-            _ => return None,
-        };
-        Some(format!("{figure} ({labels} labels)"))
-    };
-    let (stable, candidate) = (side(&q["stable"]), side(&q["candidate"]));
-    if stable.is_none() && candidate.is_none() {
-        return None;
-    }
-    let p = q["accuracy_p_value"]
-        .as_f64()
-        .map(|p| format!(", two-proportion p = {p:.4}"))
-        .unwrap_or_default();
-    Some(format!(
-        "quality:    stable {}, candidate {}{p}\n",
-        stable.unwrap_or_else(|| "no labels".into()),
-        candidate.unwrap_or_else(|| "no labels".into())
-    ))
 }

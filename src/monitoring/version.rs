@@ -98,7 +98,7 @@ pub fn skew_config(
                 features.join(", ")
             ));
         }
-        per_feature.insert(name.clone(), thresholds(model_level.clone(), over));
+        per_feature.insert(name.clone(), thresholds(model_level, over));
     }
     Ok(SkewConfig {
         thresholds: model_level,
