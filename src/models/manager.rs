@@ -712,6 +712,9 @@ impl ModelManager {
         });
         let deadline = Instant::now() + self.options.drain_timeout;
         for lv in draining {
+            // Its skew, quality and age gauges would otherwise keep their last values (and keep
+            // alerts firing) for a version that no longer serves.
+            lv.monitor.retire();
             // The table no longer holds it; what remains are in-flight requests (and `draining`).
             while Arc::strong_count(&lv) > 1 && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(5));

@@ -271,9 +271,9 @@ impl VersionMonitor {
                     ("out_of_range", f.out_of_range),
                     ("non_finite", Some(f.non_finite as f64)),
                 ] {
-                    if let Some(v) = value {
-                        super::metrics::set_skew(&self.model, &version, name, statistic, v);
-                    }
+                    // No rows in the window: NaN, not the last value seen.
+                    let v = value.unwrap_or(f64::NAN);
+                    super::metrics::set_skew(&self.model, &version, name, statistic, v);
                 }
                 super::metrics::set_skew_alert(&self.model, &version, name, f.alert);
             }
@@ -291,6 +291,32 @@ impl VersionMonitor {
                 .unwrap_or_default()
                 .as_secs_f64();
             super::metrics::set_model_age(&self.model, &version, age);
+        }
+    }
+
+    /// Clears this version's gauges when it stops serving: alerts to 0, statistics and figures
+    /// to NaN (Prometheus keeps a series' last value otherwise, and its alerts would keep firing).
+    pub fn retire(&self) {
+        let version = self.version.to_string();
+        if let Some(s) = &self.skew {
+            for name in &s.features {
+                for statistic in ["js_distance", "psi", "linf", "out_of_range", "non_finite"] {
+                    super::metrics::set_skew(&self.model, &version, name, statistic, f64::NAN);
+                }
+                super::metrics::set_skew_alert(&self.model, &version, name, false);
+            }
+            super::metrics::set_skew_rows(&self.model, &version, 0);
+        }
+        super::quality::QualitySummary::default().publish(
+            &self.scorer.task,
+            &self.model,
+            self.version,
+        );
+        for (metric, _) in &self.card.heldout {
+            super::metrics::set_quality_heldout(&self.model, &version, metric, f64::NAN);
+        }
+        if self.card.trained_at.is_some() {
+            super::metrics::set_model_age(&self.model, &version, f64::NAN);
         }
     }
 

@@ -423,10 +423,11 @@ impl MonitoringSection {
             },
         };
         let skew_window = duration("monitoring.skew_window", &self.skew_window, SKEW_WINDOW)?;
+        // Ten steps at least, so a short window slides rather than empties all at once.
         let skew_slice = duration(
             "monitoring.skew_slice",
             &self.skew_slice,
-            SKEW_SLICE.min(skew_window),
+            SKEW_SLICE.min(skew_window / 10).max(Duration::from_millis(10)),
         )?;
         let quality_window = duration(
             "monitoring.quality_window",
@@ -439,7 +440,7 @@ impl MonitoringSection {
                 "must not be longer than skew_window".into(),
             ));
         }
-        if skew_window.as_millis() / skew_slice.as_millis() > MAX_SLICES {
+        if skew_window.as_millis().div_ceil(skew_slice.as_millis()) > MAX_SLICES {
             return Err(invalid(
                 "monitoring.skew_slice",
                 format!("skew_window holds more than {MAX_SLICES} slices; use a longer slice"),
