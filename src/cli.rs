@@ -59,7 +59,7 @@ pub struct SkewArgs {
     #[arg(value_parser = crate::registry::parse_model_name, required_unless_present = "capture")]
     pub model: Option<String>,
     /// Version (default: the one serving requests that name none). With --capture, only its files.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, requires = "model", value_parser = clap::value_parser!(u64).range(1..))]
     pub version: Option<u64>,
     /// Offline: a capture folder (--capture-dir of a server) to read instead of asking a server.
     #[arg(long, requires = "baseline")]

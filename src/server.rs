@@ -228,6 +228,9 @@ impl Server {
 /// writer; a folder it cannot write is reported (and counted), never fatal.
 fn monitoring(args: &ServeArgs) -> Result<Monitoring, StartError> {
     let on = args.monitoring == Toggle::On;
+    if !on && let Some(dir) = &args.capture_dir {
+        tracing::warn!(dir = %dir.display(), "--capture-dir is ignored: --monitoring is off");
+    }
     let capture = match &args.capture_dir {
         Some(dir) if on => Some(
             Capture::start(CaptureSettings {

@@ -270,19 +270,20 @@ impl Service {
         let named = parse_version(model, version)?;
         check_name(model)?;
         let target = self.models.snapshot().resolve(model, named)?;
+        if !self.monitoring.enabled {
+            return Err(Error::FailedPrecondition(
+                "skew is not computed: the server runs with --monitoring off".into(),
+            ));
+        }
         let (report, window) = target
             .monitor
             .skew_report(routing::now_ms())
             .ok_or_else(|| {
-                Error::NotFound(if self.monitoring.enabled {
-                    format!(
-                        "model '{model}' version {} has no {}, so no skew is computed for it",
-                        target.version,
-                        crate::monitoring::BASELINE_FILE
-                    )
-                } else {
-                    "skew is not computed: the server runs with --monitoring off".into()
-                })
+                Error::NotFound(format!(
+                    "model '{model}' version {} has no {}, so no skew is computed for it",
+                    target.version,
+                    crate::monitoring::BASELINE_FILE
+                ))
             })?;
         let mut value = serde_json::to_value(&report)
             .map_err(|e| Error::Internal(format!("cannot encode the skew report: {e}")))?;
@@ -452,11 +453,14 @@ impl Service {
                 let copy_of = copy.as_ref().map(|_| req.clone());
                 // The analysis compares the versions' own time (queue and run), measured the
                 // same way for callers and copies: not the caller's upload and decoding.
-                let watch = t.monitor.watch(&req, &self.monitoring);
+                let large = offload_monitoring(&req);
+                let watch = maybe_blocking(large, || t.monitor.watch(&req, &self.monitoring));
                 let ran = Instant::now();
                 let result = t.infer(req).await;
-                t.monitor
-                    .observe(watch, &result, variant, started.elapsed(), &self.monitoring);
+                maybe_blocking(large, || {
+                    t.monitor
+                        .observe(watch, &result, variant, started.elapsed(), &self.monitoring)
+                });
                 if let (Some(live), Some(v)) = (&rollout, variant) {
                     observe_variant(live, v, &result, ran.elapsed());
                     // Shadow copies take only spare capacity: when callers wait for the version
@@ -508,6 +512,26 @@ impl Service {
             tracing::debug!(model, protocol = protocol.as_str(), error = %e, "inference failed");
         }
         (result, variant)
+    }
+}
+
+/// Elements beyond which a request's monitoring (binning every value, copying it for capture)
+/// is worth moving off the async threads: the same size the REST front end decodes off them.
+const OFFLOAD_ELEMENTS: usize = 64 * 1024;
+
+fn offload_monitoring(req: &InferRequest) -> bool {
+    req.inputs.iter().map(|t| t.data.len()).sum::<usize>() > OFFLOAD_ELEMENTS
+        && tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
+
+/// Runs `f` in place, telling the runtime to move other tasks off this thread when `blocking`
+/// (so a large request's binning never stalls everyone else's small ones).
+fn maybe_blocking<T>(blocking: bool, f: impl FnOnce() -> T) -> T {
+    if blocking {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
     }
 }
 

@@ -73,6 +73,7 @@ fn action_of(method: &Method, path: &str) -> &'static str {
         (&Method::POST, "promote") => "promote",
         (&Method::POST, "index") => "index",
         (&Method::GET, "models") => "status",
+        (&Method::GET, "skew") => "skew",
         _ => "other",
     }
 }
@@ -188,6 +189,7 @@ mod tests {
         assert_eq!(model_of("/admin/models/iris/load"), Some("iris"));
         assert_eq!(model_of("/v2/repository/models/iris/unload"), Some("iris"));
         assert_eq!(model_of("/admin/models"), None);
+        assert_eq!(action_of(&Method::GET, "/admin/models/iris/skew"), "skew");
         assert_eq!(
             action_of(&Method::POST, "/admin/models/iris/promote"),
             "promote"

@@ -413,6 +413,25 @@ fn tensor_data(values: &ArrayRef, start: usize, len: usize) -> Result<TensorData
     })
 }
 
+/// The `<prefix>VALUE` folders directly under `dir` (hive partitions), by value.
+fn partitions(dir: &Path, prefix: &str) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix(prefix))
+                .map(str::to_string)
+        })
+        .collect();
+    found.sort();
+    found
+}
+
 /// `switchyard skew --capture DIR --baseline PATH`: the skew of captured rows against a
 /// baseline, with the thresholds of `config` (a model's config.toml) or the defaults. `model` and
 /// `version` narrow the read to their partition folders. The JSON has the online report's shape
@@ -449,10 +468,24 @@ pub fn skew_of_capture(
         &origin,
     )?;
     let mut root = dir.to_path_buf();
-    if let Some(m) = model {
-        root.push(format!("model={m}"));
-        if let Some(v) = version {
-            root.push(format!("version={v}"));
+    match model {
+        Some(m) => {
+            root.push(format!("model={m}"));
+            if let Some(v) = version {
+                root.push(format!("version={v}"));
+            }
+        }
+        // One baseline describes one model: a folder holding several models' captures must say
+        // which (a capture folder of one model, or a partition folder, is read whole).
+        None => {
+            let models = partitions(dir, "model=");
+            if models.len() > 1 {
+                return Err(format!(
+                    "{} holds captures of several models ({}): name the model (and --version)",
+                    dir.display(),
+                    models.join(", ")
+                ));
+            }
         }
     }
     let read = profile_capture(&root, &profiler).map_err(|e| e.to_string())?;
@@ -474,6 +507,26 @@ pub fn skew_of_capture(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_folder_of_several_models_needs_the_model_named() {
+        let dir = tempfile::tempdir().unwrap();
+        for m in ["model=iris", "model=diabetes"] {
+            std::fs::create_dir_all(dir.path().join(m).join("version=1")).unwrap();
+        }
+        let baseline =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/iris/1/baseline.json");
+        let e = super::skew_of_capture(dir.path(), None, None, &baseline, None).unwrap_err();
+        assert!(
+            e.contains("several models") && e.contains("diabetes, iris"),
+            "{e}"
+        );
+        // Named, it reads only that model's (empty) folder.
+        let ok =
+            super::skew_of_capture(dir.path(), Some("iris"), Some(1), &baseline, None).unwrap();
+        assert_eq!(ok["records"], 0);
+        assert_eq!(ok["verdict"], "insufficient_data");
+    }
     use std::sync::Arc;
 
     use arrow_array::builder::{Float32Builder, Int64Builder, ListBuilder};

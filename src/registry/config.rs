@@ -427,7 +427,9 @@ impl MonitoringSection {
         let skew_slice = duration(
             "monitoring.skew_slice",
             &self.skew_slice,
-            SKEW_SLICE.min(skew_window / 10).max(Duration::from_millis(10)),
+            SKEW_SLICE
+                .min(skew_window / 10)
+                .max(Duration::from_millis(10)),
         )?;
         let quality_window = duration(
             "monitoring.quality_window",
