@@ -1252,3 +1252,51 @@ async fn a_candidate_removed_mid_rollout_is_rolled_back_not_held() {
         Some("1")
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn feedback_compares_the_variants_on_real_outcomes() {
+    let model = "bc_canary_feedback";
+    let s = start(model, Candidate::Retrained, "").await;
+    start_rollout(
+        &s,
+        model,
+        json!({"candidate": 2, "stable": 1, "steps": [50], "interval": "1h", "compare_fraction": 0}),
+    )
+    .await;
+    // Requests with ids; the "truth" here is label 1 for every row, so each variant's live
+    // accuracy is the share of rows it predicted 1, known exactly from the answers.
+    let replies = burst(&s, model, 400, |i| {
+        let mut b = body(i);
+        b["id"] = json!(format!("r{i}"));
+        b
+    })
+    .await;
+    let (mut correct, mut labels) = ([0u64; 2], [0u64; 2]);
+    let mut items = Vec::new();
+    for (i, r) in replies.iter().enumerate() {
+        r.assert_consistent("1", "2");
+        let side = usize::from(r.on_candidate());
+        let predicted = r.body["outputs"][0]["data"].as_array().unwrap();
+        labels[side] += predicted.len() as u64;
+        correct[side] += predicted.iter().filter(|p| p.as_i64() == Some(1)).count() as u64;
+        items.push(json!({"id": format!("r{i}"), "labels": vec![1; predicted.len()]}));
+    }
+    let (code, outcome) = s
+        .post_json(&format!("/v2/models/{model}/feedback"), &json!(items))
+        .await;
+    assert_eq!(code, 200, "{outcome}");
+    assert_eq!(outcome["joined"], labels[0] + labels[1], "{outcome}");
+
+    let q = status(&s, model).await["quality"].clone();
+    for (side, name) in [(0, "stable"), (1, "candidate")] {
+        assert_eq!(q[name]["labels"], labels[side], "{q}");
+        let want = correct[side] as f64 / labels[side] as f64;
+        let got = q[name]["accuracy"].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-12, "{name}: {got} != {want}");
+    }
+    let p = switchyard::monitoring::quality::two_proportion_p_value(
+        correct[0], labels[0], correct[1], labels[1],
+    );
+    assert_eq!(q["accuracy_p_value"].as_f64(), p, "{q}");
+    assert!(p.is_some_and(|p| (0.0..=1.0).contains(&p)));
+}
