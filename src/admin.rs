@@ -792,9 +792,20 @@ async fn skew(a: SkewArgs) -> Result<(), String> {
     } else {
         let parsed: crate::monitoring::skew::SkewReport = serde_json::from_value(report.clone())
             .map_err(|e| format!("unexpected skew report from the server: {e}"))?;
-        let what = match (report["model"].as_str(), report["version"].as_u64()) {
+        let named = match (report["model"].as_str(), report["version"].as_u64()) {
             (Some(m), Some(v)) => format!("model '{m}' version {v}"),
-            _ => "capture".to_string(),
+            (Some(m), None) => format!("model '{m}'"),
+            _ => String::new(),
+        };
+        let what = if report.get("records").is_some() {
+            format!(
+                "capture{}{named}: {} records in {} files",
+                if named.is_empty() { "" } else { " of " },
+                cell(&report["records"]),
+                cell(&report["files"])
+            )
+        } else {
+            named
         };
         println!("{what}");
         print!("{}", parsed.table());
