@@ -3,7 +3,7 @@
 //! predicting version's quality window. A label that arrives after its prediction left the map is
 //! counted as late, never an error: feedback is best effort by nature.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -199,58 +199,138 @@ pub struct FeedbackOutcome {
 
 type Key = (String, String);
 
+/// "No slot": the end of the order list.
+const NIL: usize = usize::MAX;
+
+/// The most expired entries one lock hold drops from the front: expiry is lazy, so a burst of
+/// entries expiring together never stalls one call. Expired entries still count against the
+/// capacity, so memory stays bounded however slowly they go.
+const EXPIRE_BUDGET: usize = 4;
+
 #[derive(Debug)]
-struct Entry {
+struct Node {
+    key: Arc<Key>,
     pending: Pending,
+    /// The rows this entry counts against the capacity (its predictions, at least one).
+    rows: usize,
     inserted_ms: u64,
-    /// Matches the entry's record in `Inner::order`; an older record of the same key is stale.
-    seq: u64,
+    prev: usize,
+    next: usize,
 }
 
-#[derive(Debug, Default)]
+/// The held predictions in insertion order: a doubly linked list over a slab, with a map from key
+/// to slot. Removing any entry (joined, replaced, expired, evicted) unlinks it in O(1), so no
+/// stale record is ever left behind for a later sweep.
+#[derive(Debug)]
 struct Inner {
-    map: HashMap<Key, Entry>,
-    /// Keys in insertion order, each with the `seq` it was inserted under. Records of entries
-    /// since replaced, joined or dropped stay until they reach the front or a compaction.
-    order: VecDeque<(Key, u64)>,
-    next_seq: u64,
+    index: HashMap<Arc<Key>, usize>,
+    /// Slots; `None` where free. Never longer than the most entries held at once.
+    nodes: Vec<Option<Node>>,
+    free: Vec<usize>,
+    /// Oldest and newest entries.
+    head: usize,
+    tail: usize,
+    /// Rows held by all entries.
+    rows: usize,
+    /// Entries removed from the front by `insert` (tests check the work per call).
+    #[cfg(test)]
+    visited: usize,
 }
 
 impl Inner {
-    fn is_live(&self, key: &Key, seq: u64) -> bool {
-        self.map.get(key).is_some_and(|e| e.seq == seq)
+    fn new() -> Self {
+        Self {
+            index: HashMap::new(),
+            nodes: Vec::new(),
+            free: Vec::new(),
+            head: NIL,
+            tail: NIL,
+            rows: 0,
+            #[cfg(test)]
+            visited: 0,
+        }
     }
 
-    /// Drops stale records and expired entries from the front, and the oldest live entries while
-    /// the map is over capacity.
-    fn trim(&mut self, capacity: usize, ttl_ms: u64, now_ms: u64) {
-        while let Some((key, seq)) = self.order.front() {
-            let drop = match self.map.get(key) {
-                Some(e) if e.seq == *seq => {
-                    self.map.len() > capacity || expired(e.inserted_ms, ttl_ms, now_ms)
-                }
-                _ => true,
-            };
-            if !drop {
-                break;
+    fn node(&self, slot: usize) -> Option<&Node> {
+        self.nodes.get(slot).and_then(Option::as_ref)
+    }
+
+    fn node_mut(&mut self, slot: usize) -> Option<&mut Node> {
+        self.nodes.get_mut(slot).and_then(Option::as_mut)
+    }
+
+    fn get(&self, key: &Key) -> Option<&Node> {
+        self.index.get(key).and_then(|&slot| self.node(slot))
+    }
+
+    /// Appends an entry as the newest; the key must not be held.
+    fn push_back(&mut self, key: Arc<Key>, pending: Pending, rows: usize, inserted_ms: u64) {
+        let node = Node {
+            key: key.clone(),
+            pending,
+            rows,
+            inserted_ms,
+            prev: self.tail,
+            next: NIL,
+        };
+        let slot = match self.free.pop() {
+            Some(slot) if slot < self.nodes.len() => {
+                self.nodes[slot] = Some(node);
+                slot
             }
-            if let Some((key, seq)) = self.order.pop_front()
-                && self.is_live(&key, seq)
-            {
-                self.map.remove(&key);
+            _ => {
+                self.nodes.push(Some(node));
+                self.nodes.len() - 1
             }
+        };
+        match self.node_mut(self.tail) {
+            Some(last) => last.next = slot,
+            None => self.head = slot,
         }
-        // Replacements and joins leave records behind the front; sweep them once they outnumber
-        // the live entries, so the queue stays within twice the capacity (amortised O(1)).
-        if self.order.len()
-            > capacity
-                .max(self.map.len())
-                .saturating_mul(2)
-                .saturating_add(16)
+        self.tail = slot;
+        self.rows += rows;
+        self.index.insert(key, slot);
+    }
+
+    /// Unlinks and returns the entry in `slot`.
+    fn remove(&mut self, slot: usize) -> Option<Node> {
+        let node = self.nodes.get_mut(slot)?.take()?;
+        match self.node_mut(node.prev) {
+            Some(prev) => prev.next = node.next,
+            None => self.head = node.next,
+        }
+        match self.node_mut(node.next) {
+            Some(next) => next.prev = node.prev,
+            None => self.tail = node.prev,
+        }
+        self.free.push(slot);
+        self.index.remove(&node.key);
+        self.rows -= node.rows;
+        Some(node)
+    }
+
+    fn remove_key(&mut self, key: &Key) -> Option<Node> {
+        let slot = *self.index.get(key)?;
+        self.remove(slot)
+    }
+
+    fn pop_front(&mut self) -> Option<Node> {
+        #[cfg(test)]
         {
-            let map = &self.map;
-            self.order
-                .retain(|(key, seq)| map.get(key).is_some_and(|e| e.seq == *seq));
+            self.visited += 1;
+        }
+        self.remove(self.head)
+    }
+
+    /// Drops at most `EXPIRE_BUDGET` expired entries from the front.
+    fn drop_expired(&mut self, ttl_ms: u64, now_ms: u64) {
+        for _ in 0..EXPIRE_BUDGET {
+            match self.node(self.head) {
+                Some(oldest) if expired(oldest.inserted_ms, ttl_ms, now_ms) => {
+                    self.pop_front();
+                }
+                _ => break,
+            }
         }
     }
 }
@@ -259,22 +339,32 @@ fn expired(inserted_ms: u64, ttl_ms: u64, now_ms: u64) -> bool {
     now_ms.saturating_sub(inserted_ms) > ttl_ms
 }
 
-/// Predictions waiting for labels, keyed by (model, request id): at most `capacity` of them
-/// (a full store forgets the oldest), each for at most `ttl`. Every call holds the lock for one
-/// entry's work at a time, so the request path's `insert` never waits long.
+/// Whether an id is one `parse_feedback` accepts, so that its labels could ever arrive. Counts
+/// characters only when the byte length leaves doubt, so a huge id costs nothing.
+fn joinable_id(id: &str) -> bool {
+    !id.is_empty()
+        && (id.len() <= MAX_ID_CHARS
+            || (id.len() <= MAX_ID_CHARS * 4 && id.chars().count() <= MAX_ID_CHARS))
+}
+
+/// Predictions waiting for labels, keyed by (model, request id), bounded in predicted rows and
+/// in time. Every call does O(1) amortised work under the lock: `insert` runs on the request path.
 #[derive(Debug)]
 pub struct FeedbackStore {
-    capacity: usize,
+    capacity_rows: usize,
     ttl_ms: u64,
     inner: Mutex<Inner>,
 }
 
 impl FeedbackStore {
-    pub fn new(capacity: usize, ttl: Duration) -> Self {
+    /// A store holding at most `capacity_rows` predicted rows in total (a request counts its
+    /// rows, at least one), each prediction for at most `ttl`. A full store forgets its oldest
+    /// predictions until the new one fits; a request of more rows than the capacity is not kept.
+    pub fn new(capacity_rows: usize, ttl: Duration) -> Self {
         Self {
-            capacity,
+            capacity_rows,
             ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner::new()),
         }
     }
 
@@ -284,33 +374,39 @@ impl FeedbackStore {
 
     /// Predictions held now (expired ones not yet dropped included).
     pub fn len(&self) -> usize {
-        self.lock().map.len()
+        self.lock().index.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// Predicted rows held now, at most the capacity (expired ones not yet dropped included).
+    pub fn rows(&self) -> usize {
+        self.lock().rows
+    }
+
     /// Keeps `pending` for the labels of request `id` of `model`; the same id again replaces the
-    /// earlier prediction. A store of capacity 0 keeps nothing.
+    /// earlier prediction (also when the new one is too large to keep). An id no feedback call
+    /// could name (empty, or over `MAX_ID_CHARS` characters) is not kept.
     pub fn insert(&self, model: &str, id: &str, pending: Pending, now_ms: u64) {
-        if self.capacity == 0 {
+        if !joinable_id(id) {
             return;
         }
-        let key = (model.to_string(), id.to_string());
+        let rows = pending.predictions.rows().max(1);
+        let key = Arc::new((model.to_string(), id.to_string()));
         let mut inner = self.lock();
-        let seq = inner.next_seq;
-        inner.next_seq += 1;
-        inner.order.push_back((key.clone(), seq));
-        inner.map.insert(
-            key,
-            Entry {
-                pending,
-                inserted_ms: now_ms,
-                seq,
-            },
-        );
-        inner.trim(self.capacity, self.ttl_ms, now_ms);
+        // Unlinking the earlier prediction is O(1); its slot is reused below.
+        let replaced = inner.remove_key(&key);
+        if rows > self.capacity_rows {
+            return;
+        }
+        inner.drop_expired(self.ttl_ms, now_ms);
+        // Each entry is evicted at most once, so this loop is O(1) amortised over inserts.
+        while inner.rows + rows > self.capacity_rows && inner.pop_front().is_some() {}
+        inner.push_back(key, pending, rows, now_ms);
+        drop(inner);
+        drop(replaced);
     }
 
     /// Joins labels with the predictions of `model`'s requests and records each joined item in
@@ -324,15 +420,16 @@ impl FeedbackStore {
             let key = (model.to_string(), item.id);
             let scored = {
                 let mut inner = self.lock();
-                match inner.map.get(&key) {
+                inner.drop_expired(self.ttl_ms, now_ms);
+                match inner.get(&key) {
                     None => None,
                     Some(e) if expired(e.inserted_ms, self.ttl_ms, now_ms) => {
-                        inner.map.remove(&key);
+                        inner.remove_key(&key);
                         None
                     }
                     Some(e) => Some(match score(&e.pending, &item.labels) {
                         Ok(score) => {
-                            let scorer = inner.map.remove(&key).map(|e| e.pending.scorer);
+                            let scorer = inner.remove_key(&key).map(|e| e.pending.scorer);
                             Ok((score, scorer))
                         }
                         Err(reason) => Err(reason),
@@ -844,13 +941,15 @@ mod tests {
     #[test]
     fn the_same_id_again_replaces_and_refreshes() {
         let scorer = classifier(&[]);
-        let store = FeedbackStore::new(2, TTL);
+        let store = FeedbackStore::new(3, TTL);
         store.insert("m", "a", labels_of(&[0], &scorer), 0);
         store.insert("m", "b", labels_of(&[0], &scorer), 1);
         store.insert("m", "a", labels_of(&[1, 1], &scorer), 2);
-        assert_eq!(store.len(), 2);
+        // The replaced prediction's row no longer counts.
+        assert_eq!((store.len(), store.rows()), (2, 3));
         // "b" is now the oldest: a third id evicts it, not the refreshed "a".
         store.insert("m", "c", labels_of(&[0], &scorer), 3);
+        check_invariants(&store);
         let outcome = store.join(
             "m",
             vec![item("a", ints(&[1, 0])), item("b", ints(&[0]))],
@@ -864,8 +963,34 @@ mod tests {
         assert_eq!(store.join("m", vec![item("c", ints(&[0]))], 5).joined, 1);
     }
 
+    /// The list, the index and the row count agree, and rows stay within the capacity.
+    fn check_invariants(store: &FeedbackStore) {
+        let inner = store.lock();
+        let mut rows = 0;
+        let mut count = 0;
+        let (mut prev, mut slot) = (NIL, inner.head);
+        while let Some(node) = inner.node(slot) {
+            assert_eq!(node.prev, prev);
+            assert_eq!(inner.index.get(&*node.key), Some(&slot));
+            assert_eq!(node.rows, node.pending.predictions.rows().max(1));
+            rows += node.rows;
+            count += 1;
+            (prev, slot) = (slot, node.next);
+        }
+        assert_eq!(slot, NIL);
+        assert_eq!(inner.tail, prev);
+        assert_eq!(count, inner.index.len());
+        assert_eq!(inner.nodes.len(), count + inner.free.len());
+        assert_eq!(rows, inner.rows);
+        assert!(
+            rows <= store.capacity_rows,
+            "{rows} > {}",
+            store.capacity_rows
+        );
+    }
+
     #[test]
-    fn stale_records_do_not_pile_up() {
+    fn joins_and_replacements_leave_nothing_behind() {
         let scorer = classifier(&[]);
         let store = FeedbackStore::new(4, TTL);
         for i in 0..10_000u64 {
@@ -873,15 +998,141 @@ mod tests {
             store.insert("m", &format!("j{i}"), labels_of(&[0], &scorer), i);
             store.join("m", vec![item(&format!("j{i}"), ints(&[0]))], i);
         }
+        check_invariants(&store);
         let inner = store.lock();
-        assert_eq!(inner.map.len(), 1);
-        assert!(inner.order.len() <= 2 * 4 + 16 + 1, "{}", inner.order.len());
+        assert_eq!(inner.index.len(), 1);
+        // Slots are reused: never more than the most entries held at once.
+        assert!(inner.nodes.len() <= 2, "{}", inner.nodes.len());
+    }
+
+    #[test]
+    fn insert_does_constant_work_whatever_the_mix() {
+        // The old store swept its whole order queue under the lock once joins had left ~2x
+        // capacity stale records; now no insert removes more than the expiry budget plus the
+        // entries its own rows displace.
+        let scorer = classifier(&[]);
+        let capacity = 1_000;
+        let store = FeedbackStore::new(capacity, Duration::from_millis(5_000));
+        let mut worst = 0;
+        let mut total = 0;
+        let mut inserts = 0;
+        for i in 0..50_000u64 {
+            let now = i / 4;
+            let before = store.lock().visited;
+            store.insert("m", &format!("r{i}"), labels_of(&[0], &scorer), now);
+            store.insert("m", "same", labels_of(&[0], &scorer), now);
+            let visited = store.lock().visited - before;
+            worst = worst.max(visited);
+            total += visited;
+            inserts += 2;
+            // Join most of them, out of order, so removals land in the middle of the list.
+            if i % 3 != 0 {
+                let id = format!("r{}", i.saturating_sub(i % 7));
+                store.join("m", vec![item(&id, ints(&[0]))], now);
+            }
+        }
+        check_invariants(&store);
+        assert!(
+            worst <= 2 * (EXPIRE_BUDGET + 1),
+            "an insert visited {worst}"
+        );
+        assert!(total <= inserts, "{total} removals for {inserts} inserts");
+    }
+
+    #[test]
+    fn a_burst_of_expiries_is_dropped_a_few_at_a_time() {
+        let scorer = classifier(&[]);
+        let store = FeedbackStore::new(10_000, Duration::from_millis(100));
+        for i in 0..5_000 {
+            store.insert("m", &format!("r{i}"), labels_of(&[0], &scorer), 0);
+        }
+        // All 5000 expire together; no single call drops more than the budget.
+        for step in 1..=10 {
+            let before = store.lock().visited;
+            store.insert("m", &format!("n{step}"), labels_of(&[0], &scorer), 1_000);
+            assert_eq!(store.lock().visited - before, EXPIRE_BUDGET);
+            assert_eq!(store.len(), 5_000 - step * (EXPIRE_BUDGET - 1));
+        }
+        // Expired entries are never joined, whether dropped yet or not.
+        let late = store.join("m", vec![item("r4999", ints(&[0]))], 1_000);
+        assert_eq!((late.joined, late.late), (0, 1));
+        check_invariants(&store);
+    }
+
+    #[test]
+    fn capacity_counts_predicted_rows() {
+        let scorer = classifier(&[]);
+        let store = FeedbackStore::new(10, TTL);
+        store.insert("m", "a", labels_of(&[0; 4], &scorer), 0);
+        store.insert("m", "b", labels_of(&[0; 3], &scorer), 1);
+        store.insert("m", "c", labels_of(&[0; 3], &scorer), 2);
+        assert_eq!((store.len(), store.rows()), (3, 10));
+        // Two more rows evict "a" (4 rows), the oldest, and nothing else.
+        store.insert("m", "d", labels_of(&[0; 2], &scorer), 3);
+        assert_eq!((store.len(), store.rows()), (3, 8));
+        let outcome = store.join("m", vec![item("a", ints(&[0; 4]))], 4);
+        assert_eq!(outcome.late, 1);
+        // Exactly the capacity fits, evicting everything else.
+        store.insert("m", "full", labels_of(&[0; 10], &scorer), 5);
+        assert_eq!((store.len(), store.rows()), (1, 10));
+        // More rows than the capacity are not kept, and the earlier prediction under that id
+        // goes too: labels for the new request must not score against the old one.
+        store.insert("m", "full", labels_of(&[1; 11], &scorer), 6);
+        assert_eq!((store.len(), store.rows()), (0, 0));
+        let outcome = store.join("m", vec![item("full", ints(&[0; 10]))], 7);
+        assert_eq!((outcome.joined, outcome.late), (0, 1));
+        check_invariants(&store);
+    }
+
+    #[test]
+    fn rows_stay_bounded_after_many_inserts() {
+        let scorer = classifier(&[]);
+        let capacity = 500;
+        let store = FeedbackStore::new(capacity, TTL);
+        let mut rng = fastrand::Rng::with_seed(11);
+        for i in 0..20_000u64 {
+            let rows = rng.usize(1..=60);
+            let id = format!("r{}", rng.u64(0..2_000));
+            store.insert("m", &id, labels_of(&vec![0; rows], &scorer), i);
+            assert!(store.rows() <= capacity);
+            if rng.bool() {
+                let id = format!("r{}", rng.u64(0..2_000));
+                store.join("m", vec![item(&id, ints(&vec![0; rows]))], i);
+            }
+        }
+        check_invariants(&store);
+        // Full after that much traffic: eviction frees only what each insert needs.
+        assert!(store.rows() > capacity / 2, "{}", store.rows());
+        assert!(store.lock().nodes.len() <= capacity);
+    }
+
+    #[test]
+    fn ids_no_feedback_could_name_are_not_kept() {
+        let scorer = classifier(&[]);
+        let store = FeedbackStore::new(100, TTL);
+        let longest = "é".repeat(MAX_ID_CHARS);
+        store.insert("m", &longest, labels_of(&[0], &scorer), 0);
+        store.insert("m", &format!("{longest}x"), labels_of(&[0], &scorer), 0);
+        store.insert(
+            "m",
+            &"x".repeat(MAX_ID_CHARS + 1),
+            labels_of(&[0], &scorer),
+            0,
+        );
+        store.insert("m", &"x".repeat(1 << 20), labels_of(&[0], &scorer), 0);
+        store.insert("m", "", labels_of(&[0], &scorer), 0);
+        assert_eq!(store.len(), 1);
+        assert_eq!(
+            store.join("m", vec![item(&longest, ints(&[0]))], 0).joined,
+            1
+        );
     }
 
     #[test]
     fn capacity_zero_keeps_nothing() {
         let store = FeedbackStore::new(0, TTL);
         store.insert("m", "a", labels_of(&[0], &classifier(&[])), 0);
+        store.insert("m", "b", labels_of(&[], &classifier(&[])), 0);
         assert!(store.is_empty());
         assert_eq!(store.join("m", vec![item("a", ints(&[0]))], 0).late, 1);
     }
