@@ -362,7 +362,7 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHYARD_CAPTURE_MAX_FILE_AGE", default_value = "5m", value_parser = duration)]
     pub capture_max_file_age: std::time::Duration,
 
-    /// Predictions kept for feedback (requests with an id); the oldest go first.
+    /// Predicted rows kept for feedback (of requests with an id); the oldest go first.
     #[arg(long, env = "SWITCHYARD_FEEDBACK_CAPACITY", default_value_t = 100_000)]
     pub feedback_capacity: usize,
 
