@@ -191,7 +191,8 @@ fn every_captured_value_reads_back_from_its_hive_partition() {
             written: 11,
             dropped: 0,
             failed: 0,
-            queued_rows: 0
+            queued_rows: 0,
+            queued_bytes: 0,
         }
     );
 
@@ -657,12 +658,13 @@ fn files_roll_when_their_hour_ends_or_they_pass_their_age_and_not_before() {
 
     let dir = tempfile::tempdir().unwrap();
     let schema = iris();
-    let shared = Arc::new(Shared::new(100));
+    let shared = Arc::new(Shared::new(100, DEFAULT_QUEUE_BYTES));
     let s = settings(dir.path());
     let max_age = s.max_file_age;
     let mut writer = Writer::new(s, shared.clone(), Hooks::default());
     let envelope = |req: CaptureRequest| Envelope {
         layout: layout(&req.inputs, &req.outputs),
+        bytes: payload_bytes(&req.inputs, &req.outputs),
         req,
     };
     let req = iris_request(&schema, 0, 2, true);
@@ -686,4 +688,164 @@ fn files_roll_when_their_hour_ends_or_they_pass_their_age_and_not_before() {
     writer.maintain(first_row + max_age, hour);
     assert_eq!(shared.written.load(std::sync::atomic::Ordering::Relaxed), 5);
     assert_eq!(files(dir.path()).len(), 2);
+}
+
+/// A capture whose writer takes nothing until the returned guard is dropped (a stalled disk).
+fn stalled(s: CaptureSettings, recorder: Arc<TestRecorder>) -> (Capture, impl Drop) {
+    struct Open(Arc<Gate>);
+    impl Drop for Open {
+        fn drop(&mut self) {
+            self.0.open();
+        }
+    }
+    let gate = Arc::new(Gate::default());
+    let capture = Capture::start_with(
+        s,
+        Hooks {
+            gate: Some(gate.clone()),
+            recorder: Some(recorder),
+        },
+    )
+    .unwrap();
+    (capture, Open(gate))
+}
+
+/// Tensor bytes of `iris_request(_, _, rows, true)`: 4 FP32 in, an INT64 and 3 FP32 out per row.
+const IRIS_ROW_BYTES: u64 = 4 * 4 + 8 + 3 * 4;
+
+#[test]
+fn payload_bytes_are_elements_times_their_size_and_bytes_by_length() {
+    let schema = iris();
+    let req = iris_request(&schema, 0, 3, true);
+    assert_eq!(payload_bytes(&req.inputs, &req.outputs), 3 * IRIS_ROW_BYTES);
+    let strings = Tensor::new(
+        "s",
+        vec![2],
+        TensorData::Bytes(ByteStrings::from_items(["héllo", ""]).unwrap()),
+    );
+    let half = Tensor::new("h", vec![3], TensorData::Fp16(vec![f16::ZERO; 3]));
+    // Six bytes of text and a 4-byte length for each of the two strings; 2 bytes per FP16.
+    assert_eq!(payload_bytes(&[strings], &[half]), 6 + 2 * 4 + 3 * 2);
+}
+
+#[test]
+fn the_queue_is_bounded_in_bytes_as_well_as_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = iris();
+    let recorder = Arc::new(TestRecorder::default());
+    let mut s = settings(dir.path());
+    s.queue_rows = 1000;
+    s.queue_bytes = 4 * IRIS_ROW_BYTES;
+    let (capture, open) = stalled(s, recorder.clone());
+    metrics::with_local_recorder(&*recorder, || {
+        assert!(capture.submit(iris_request(&schema, 0, 3, true)));
+        // Rows to spare, but the two rows' bytes would pass the budget.
+        assert!(!capture.submit(iris_request(&schema, 1, 2, true)));
+        assert!(capture.submit(iris_request(&schema, 2, 1, true)));
+    });
+    let stats = capture.stats();
+    assert_eq!(
+        (stats.queued_rows, stats.queued_bytes, stats.dropped),
+        (4, 4 * IRIS_ROW_BYTES, 2)
+    );
+    assert_eq!(
+        recorder.get("switchyard_capture_records_total{model=iris,outcome=dropped}"),
+        2
+    );
+    drop(open);
+    capture.close();
+    // The writer gave back exactly what was reserved.
+    let stats = capture.stats();
+    assert_eq!((stats.queued_rows, stats.queued_bytes), (0, 0));
+    assert_eq!(stats.written, 4);
+}
+
+#[test]
+fn a_request_larger_than_the_whole_byte_budget_is_always_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = iris();
+    let mut s = settings(dir.path());
+    s.queue_bytes = 2 * IRIS_ROW_BYTES - 1;
+    let capture = Capture::start(s).unwrap();
+    assert!(!capture.submit(iris_request(&schema, 0, 2, true)));
+    assert!(capture.submit(iris_request(&schema, 1, 1, true)));
+    capture.close();
+    let stats = capture.stats();
+    assert_eq!(
+        (stats.written, stats.dropped, stats.queued_bytes),
+        (1, 2, 0)
+    );
+}
+
+#[test]
+fn has_room_looks_at_rows_bytes_and_close_without_reserving() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = iris();
+    let recorder = Arc::new(TestRecorder::default());
+    let mut s = settings(dir.path());
+    s.queue_rows = 4;
+    s.queue_bytes = 3 * IRIS_ROW_BYTES;
+    let (capture, open) = stalled(s, recorder.clone());
+    assert!(capture.has_room(4));
+    assert!(!capture.has_room(5));
+    assert!(capture.has_room(2));
+    assert!(capture.has_room(2), "has_room reserved nothing");
+    assert_eq!(capture.stats().queued_rows, 0);
+
+    assert!(capture.submit(iris_request(&schema, 0, 2, true)));
+    assert!(capture.has_room(2));
+    assert!(!capture.has_room(3));
+    assert!(capture.submit(iris_request(&schema, 1, 1, true)));
+    // One row left, but the byte budget is spent.
+    assert!(!capture.has_room(1));
+
+    // The request path skipped its copy: the rows still count as dropped.
+    metrics::with_local_recorder(&*recorder, || capture.count_dropped("iris", 5));
+    assert_eq!(capture.stats().dropped, 5);
+    assert_eq!(
+        recorder.get("switchyard_capture_records_total{model=iris,outcome=dropped}"),
+        5
+    );
+
+    drop(open);
+    capture.close();
+    assert_eq!(capture.stats().queued_rows, 0);
+    assert!(!capture.has_room(0), "closed");
+    assert!(!capture.has_room(1), "closed");
+}
+
+#[test]
+fn queue_limits_that_cannot_be_counted_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(dir.path());
+    s.queue_bytes = 0;
+    assert!(matches!(
+        Capture::start(s),
+        Err(CaptureError::ZeroQueueBytes)
+    ));
+    let mut s = settings(dir.path());
+    s.queue_bytes = MAX_QUEUE_BYTES + 1;
+    assert!(matches!(
+        Capture::start(s),
+        Err(CaptureError::QueueBytesTooLarge(_))
+    ));
+    let mut s = settings(dir.path());
+    s.queue_rows = MAX_QUEUE_ROWS + 1;
+    assert!(matches!(
+        Capture::start(s),
+        Err(CaptureError::QueueRowsTooLarge(_))
+    ));
+    // The largest of both is fine: a full queue does not carry rows into bytes.
+    let queued = Queued(AtomicU64::new(0));
+    assert!(queued.reserve(
+        MAX_QUEUE_ROWS,
+        MAX_QUEUE_BYTES,
+        MAX_QUEUE_ROWS,
+        MAX_QUEUE_BYTES
+    ));
+    assert_eq!(queued.load(), (MAX_QUEUE_ROWS, MAX_QUEUE_BYTES));
+    assert!(!queued.reserve(0, 1, MAX_QUEUE_ROWS, MAX_QUEUE_BYTES));
+    assert!(!queued.reserve(1, 0, MAX_QUEUE_ROWS, MAX_QUEUE_BYTES));
+    queued.release(MAX_QUEUE_ROWS - 1, 1);
+    assert_eq!(queued.load(), (1, MAX_QUEUE_BYTES - 1));
 }

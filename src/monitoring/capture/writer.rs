@@ -18,7 +18,9 @@ use parquet::file::properties::WriterProperties;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::schema::BatchBuilder;
-use super::{CAPTURE_QUEUE_ROWS, CAPTURE_RECORDS, CaptureSettings, Envelope, Shared};
+use super::{
+    CAPTURE_QUEUE_BYTES, CAPTURE_QUEUE_ROWS, CAPTURE_RECORDS, CaptureSettings, Envelope, Shared,
+};
 
 /// Rows per record batch handed to the Parquet writer (and bytes, for wide rows).
 const BATCH_ROWS: usize = 1024;
@@ -218,7 +220,8 @@ impl Writer {
     }
 
     fn run_loop(&mut self, rx: Receiver<Envelope>) {
-        let queue_gauge = metrics::gauge!(CAPTURE_QUEUE_ROWS);
+        let queue_rows = metrics::gauge!(CAPTURE_QUEUE_ROWS);
+        let queue_bytes = metrics::gauge!(CAPTURE_QUEUE_BYTES);
         let dir = &self.files.settings.dir;
         if let Err(e) = fs::create_dir_all(dir) {
             tracing::error!(
@@ -233,8 +236,8 @@ impl Writer {
             self.hooks.wait_for_gate();
             match rx.recv_timeout(next_tick.saturating_duration_since(Instant::now())) {
                 Ok(envelope) => {
-                    let rows = envelope.layout.rows;
-                    self.files.shared.queued.fetch_sub(rows, Ordering::AcqRel);
+                    let shared = &self.files.shared;
+                    shared.queued.release(envelope.layout.rows, envelope.bytes);
                     self.record(envelope);
                 }
                 Err(RecvTimeoutError::Timeout) => {}
@@ -242,7 +245,9 @@ impl Writer {
             }
             let now = Instant::now();
             if now >= next_tick {
-                queue_gauge.set(self.files.shared.queued.load(Ordering::Relaxed) as f64);
+                let (rows, bytes) = self.files.shared.queued.load();
+                queue_rows.set(rows as f64);
+                queue_bytes.set(bytes as f64);
                 self.maintain(now, hour_of(micros(SystemTime::now())));
                 next_tick = now + tick;
             }
@@ -251,10 +256,11 @@ impl Writer {
             self.files.roll(key, part);
         }
         self.partitions.clear();
-        queue_gauge.set(0.0);
+        queue_rows.set(0.0);
+        queue_bytes.set(0.0);
     }
 
-    pub(super) fn record(&mut self, Envelope { req, layout }: Envelope) {
+    pub(super) fn record(&mut self, Envelope { req, layout, .. }: Envelope) {
         let time_us = micros(req.time);
         let key = PartitionKey {
             model: req.model.clone(),
