@@ -849,3 +849,106 @@ fn queue_limits_that_cannot_be_counted_are_refused() {
     queued.release(MAX_QUEUE_ROWS - 1, 1);
     assert_eq!(queued.load(), (1, MAX_QUEUE_BYTES - 1));
 }
+
+fn hidden_files(dir: &Path) -> Vec<PathBuf> {
+    files(dir)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.'))
+        })
+        .collect()
+}
+
+#[test]
+fn a_roll_that_fails_to_rename_leaves_no_hidden_file() {
+    use std::time::Instant;
+
+    use super::writer::{BATCH_ROWS, Writer, hour_of, micros};
+
+    let dir = tempfile::tempdir().unwrap();
+    let schema = iris();
+    let shared = Arc::new(Shared::new(100_000, DEFAULT_QUEUE_BYTES));
+    let mut writer = Writer::new(settings(dir.path()), shared.clone(), Hooks::default());
+    // A full batch opens the hidden file without rolling it.
+    let req = iris_request(&schema, 0, BATCH_ROWS, true);
+    let hour = hour_of(micros(req.time));
+    writer.record(Envelope {
+        layout: layout(&req.inputs, &req.outputs),
+        bytes: payload_bytes(&req.inputs, &req.outputs),
+        req,
+    });
+    let hidden = hidden_files(dir.path());
+    assert_eq!(hidden.len(), 1, "{hidden:?}");
+    // A folder where the file is to be renamed to: the rename fails (EISDIR), for root too.
+    let name = hidden[0].file_name().unwrap().to_str().unwrap();
+    let dest = hidden[0].with_file_name(&name[1..name.len() - ".tmp".len()]);
+    std::fs::create_dir(&dest).unwrap();
+    std::fs::write(dest.join("keep"), b"x").unwrap();
+
+    writer.maintain(Instant::now(), hour + 1);
+    let load = |c: &AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        (load(&shared.failed), load(&shared.written)),
+        (BATCH_ROWS as u64, 0)
+    );
+    assert_eq!(hidden_files(dir.path()), Vec::<PathBuf>::new());
+    assert!(dest.join("keep").exists());
+}
+
+/// Sets a file's modification time `age` ago.
+fn age(path: &Path, age: Duration) {
+    File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(SystemTime::now() - age)
+        .unwrap();
+}
+
+#[test]
+fn start_sweeps_only_stale_hidden_part_files_in_partition_folders() {
+    use super::writer::STALE_TMP_AGE;
+
+    let dir = tempfile::tempdir().unwrap();
+    let hour = dir
+        .path()
+        .join("model=iris/version=1/date=2024-03-05/hour=07");
+    std::fs::create_dir_all(&hour).unwrap();
+    let old = STALE_TMP_AGE + Duration::from_secs(60);
+    let plant = |path: PathBuf, how_old: Duration| {
+        std::fs::write(&path, b"PAR1").unwrap();
+        age(&path, how_old);
+        path
+    };
+    let crashed = [
+        plant(hour.join(".part-1-2-000001.parquet.tmp"), old),
+        plant(hour.join(".part-1-2-000002.parquet.tmp"), old * 10),
+    ];
+    let kept = [
+        // Maybe another live process's, in a shared folder.
+        plant(hour.join(".part-3-4-000001.parquet.tmp"), Duration::ZERO),
+        // Not hidden parts, or not in a partition folder.
+        plant(hour.join("part-1-2-000000.parquet"), old),
+        plant(hour.join(".notes.tmp"), old),
+        plant(hour.join(".part-1-2-000003.parquet"), old),
+        plant(dir.path().join(".part-1-2-000004.parquet.tmp"), old),
+        plant(
+            dir.path()
+                .join("model=iris/version=1/.part-1-2-000005.parquet.tmp"),
+            old,
+        ),
+    ];
+    let folder = hour.join(".part-1-2-000006.parquet.tmp");
+    std::fs::create_dir(&folder).unwrap();
+
+    let capture = Capture::start(settings(dir.path())).unwrap();
+    capture.close();
+    for path in &crashed {
+        assert!(!path.exists(), "{} was not swept", path.display());
+    }
+    for path in kept.iter().chain([&folder]) {
+        assert!(path.exists(), "{} was swept", path.display());
+    }
+}

@@ -23,11 +23,15 @@ use super::{
 };
 
 /// Rows per record batch handed to the Parquet writer (and bytes, for wide rows).
-const BATCH_ROWS: usize = 1024;
+pub(super) const BATCH_ROWS: usize = 1024;
 const BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// Row groups: what a reader can skip by, and what an open file holds in memory at most.
 const ROW_GROUP_ROWS: usize = 64 * 1024;
 const ROW_GROUP_BYTES: usize = 32 * 1024 * 1024;
+/// A hidden `.part-*.parquet.tmp` file untouched this long belongs to no live writer: a live
+/// file is renamed at the latest when its hour ends (or its age passes, whichever is first), so
+/// even in a folder shared with other processes only a crashed process leaves one this old.
+pub(super) const STALE_TMP_AGE: Duration = Duration::from_secs(2 * 3600);
 /// How often files are checked for age and the hour's end when no record arrives.
 const TICK: Duration = Duration::from_secs(1);
 /// How often a write error may be logged; the rows failed in between are counted in the next line.
@@ -99,7 +103,18 @@ struct OpenFile {
 
 impl OpenFile {
     /// Footer, fsync, rename: after this a reader sees the whole file or, before it, nothing.
-    fn finish(mut self) -> Result<(), WriteError> {
+    /// On any error the hidden file is removed (best effort): its rows count as failed anyway,
+    /// and nothing else would ever clean it up.
+    fn finish(self) -> Result<(), WriteError> {
+        let tmp = self.tmp.clone();
+        let result = self.finish_and_rename();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    fn finish_and_rename(mut self) -> Result<(), WriteError> {
         self.writer.finish().map_err(|source| WriteError::Parquet {
             path: self.tmp.clone(),
             source,
@@ -227,6 +242,13 @@ impl Writer {
             tracing::error!(
                 dir = %dir.display(), error = %e,
                 "cannot create the capture folder; captured rows count as failed until it can be"
+            );
+        }
+        let removed = sweep_stale(dir, SystemTime::now());
+        if removed > 0 {
+            tracing::info!(
+                dir = %dir.display(), removed,
+                "removed hidden capture files that a stopped process never finished"
             );
         }
         let tick = TICK.min(self.files.settings.max_file_age);
@@ -440,6 +462,54 @@ impl Files {
              large for one batch; they are stored as null"
         );
     }
+}
+
+/// Removes the hidden `.part-*.parquet.tmp` files under `root`'s partition folders that were
+/// last modified at least `STALE_TMP_AGE` before `now`; returns how many. Only the
+/// `model=/version=/date=/hour=` tree is walked, links are not followed, and nothing else is
+/// touched, so a wrong `--capture-dir` cannot lose anyone's files.
+pub(super) fn sweep_stale(root: &Path, now: SystemTime) -> usize {
+    const LEVELS: [&str; 4] = ["model=", "version=", "date=", "hour="];
+    fn entries(dir: &Path) -> impl Iterator<Item = fs::DirEntry> {
+        fs::read_dir(dir).into_iter().flatten().flatten()
+    }
+    fn walk(dir: &Path, level: usize, now: SystemTime, removed: &mut usize) {
+        for entry in entries(dir) {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                continue;
+            };
+            match LEVELS.get(level) {
+                Some(prefix) => {
+                    if kind.is_dir() && name.starts_with(prefix) {
+                        walk(&entry.path(), level + 1, now, removed);
+                    }
+                }
+                None => {
+                    let hidden_part = name.starts_with(".part-") && name.ends_with(".parquet.tmp");
+                    let stale = entry
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|t| now.duration_since(t).is_ok_and(|age| age >= STALE_TMP_AGE));
+                    if kind.is_file() && hidden_part && stale {
+                        match fs::remove_file(entry.path()) {
+                            Ok(()) => *removed += 1,
+                            Err(e) => tracing::warn!(
+                                file = %entry.path().display(), error = %e,
+                                "cannot remove a stale hidden capture file"
+                            ),
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut removed = 0;
+    walk(root, 0, now, &mut removed);
+    removed
 }
 
 /// `DIR/model=M/version=V/date=YYYY-MM-DD/hour=HH`.
