@@ -952,3 +952,59 @@ fn start_sweeps_only_stale_hidden_part_files_in_partition_folders() {
         assert!(path.exists(), "{} was swept", path.display());
     }
 }
+
+#[test]
+fn row_groups_stay_within_their_byte_bound() {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    use super::writer::ROW_GROUP_BYTES;
+
+    let dir = tempfile::tempdir().unwrap();
+    let signature = Signature::new(vec![spec("blob", DataType::Bytes, &[-1])], vec![]).unwrap();
+    let schema = CaptureSchema::new(&signature);
+    let capture = Capture::start(settings(dir.path())).unwrap();
+    // 20 MiB that snappy cannot shrink, 64 KiB a row.
+    const ROW: usize = 64 * 1024;
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    for i in 0..320 {
+        let blob: Vec<u8> = (0..ROW)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        let req = CaptureRequest {
+            time: at(0),
+            request_id: None,
+            model: Arc::from("blobs"),
+            version: 1,
+            variant: None,
+            latency: Duration::from_micros(i),
+            schema: schema.clone(),
+            inputs: vec![Tensor::new(
+                "blob",
+                vec![1],
+                TensorData::Bytes(ByteStrings::from_items([blob]).unwrap()),
+            )],
+            outputs: vec![],
+        };
+        assert!(capture.submit(req));
+    }
+    capture.close();
+    assert_eq!(capture.stats().written, 320);
+    let all = files(dir.path());
+    assert_eq!(all.len(), 1, "{all:?}");
+    let reader = SerializedFileReader::new(File::open(&all[0]).unwrap()).unwrap();
+    let groups = reader.metadata().row_groups();
+    assert!(groups.len() >= 2, "{} row group(s)", groups.len());
+    for group in groups {
+        // The writer closes a group once it passes the bound, so by at most about a row.
+        let size = usize::try_from(group.compressed_size()).unwrap();
+        assert!(
+            size <= ROW_GROUP_BYTES + 2 * ROW,
+            "a row group of {size} bytes"
+        );
+    }
+}
