@@ -1008,3 +1008,36 @@ fn row_groups_stay_within_their_byte_bound() {
         );
     }
 }
+
+#[test]
+fn only_variant_is_dictionary_encoded_and_statistics_are_per_chunk() {
+    use parquet::basic::Encoding;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    let dir = tempfile::tempdir().unwrap();
+    let schema = iris();
+    let capture = Capture::start(settings(dir.path())).unwrap();
+    for i in 0..50 {
+        assert!(capture.submit(iris_request(&schema, i, 2, true)));
+    }
+    capture.close();
+    let all = files(dir.path());
+    assert_eq!(all.len(), 1, "{all:?}");
+    let reader = SerializedFileReader::new(File::open(&all[0]).unwrap()).unwrap();
+    let mut seen = Vec::new();
+    for group in reader.metadata().row_groups() {
+        for column in group.columns() {
+            let path = column.column_path().string();
+            let dictionary = column
+                .encodings()
+                .any(|e| matches!(e, Encoding::RLE_DICTIONARY | Encoding::PLAIN_DICTIONARY));
+            assert_eq!(dictionary, path == "variant", "{path}: dictionary");
+            assert!(column.column_index_offset().is_none(), "{path}: page index");
+            let stats = column.statistics().unwrap_or_else(|| panic!("{path}"));
+            assert!(stats.min_bytes_opt().is_some(), "{path}: chunk min");
+            seen.push(path);
+        }
+    }
+    assert!(seen.iter().any(|p| p.starts_with("inputs.X.")), "{seen:?}");
+    assert!(seen.iter().any(|p| p == "time"), "{seen:?}");
+}

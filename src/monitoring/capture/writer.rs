@@ -14,7 +14,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::errors::ParquetError;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::schema::BatchBuilder;
@@ -178,6 +179,22 @@ impl ErrorLog {
     }
 }
 
+/// How the files are encoded. The writer thread shares the serving cores, so encoding is kept
+/// cheap: dictionaries only where values repeat (`variant`; captured tensors, times, latencies
+/// and row numbers are mostly distinct, so a dictionary is hashing for nothing), and min/max
+/// statistics per column chunk rather than per page (no page index: readers of a capture scan
+/// whole row groups, and chunk statistics still let them skip by time).
+fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_dictionary_enabled(false)
+        .set_column_dictionary_enabled(ColumnPath::from("variant"), true)
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
+        .build()
+}
+
 /// Everything but the partitions, so a partition can be worked on while it is borrowed.
 struct Files {
     settings: CaptureSettings,
@@ -206,11 +223,7 @@ impl Writer {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
-        let properties = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
-            .build();
+        let properties = writer_properties();
         Self {
             files: Files {
                 settings,
