@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arrow_schema::ArrowError;
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::errors::ParquetError;
@@ -37,6 +37,9 @@ pub(super) const ROW_GROUP_BYTES: usize = 8 * 1024 * 1024;
 /// file is renamed at the latest when its hour ends (or its age passes, whichever is first), so
 /// even in a folder shared with other processes only a crashed process leaves one this old.
 pub(super) const STALE_TMP_AGE: Duration = Duration::from_secs(2 * 3600);
+/// How long the writer naps between draining the queue while records keep coming: the most a
+/// busy queue holds beyond what the writer can take, and at most one wake-up per nap.
+const NAP: Duration = Duration::from_millis(5);
 /// How often files are checked for age and the hour's end when no record arrives.
 const TICK: Duration = Duration::from_secs(1);
 /// How often a write error may be logged; the rows failed in between are counted in the next line.
@@ -270,18 +273,14 @@ impl Writer {
         }
         let tick = TICK.min(self.files.settings.max_file_age);
         let mut next_tick = Instant::now() + tick;
+        // Whether a record came since the last nap: then more are likely, and the thread naps
+        // instead of blocking on the queue, so that a busy server's submits never have to wake
+        // it (a futex call on the request path and a context switch here, which cost more than
+        // encoding the record). Idle, it blocks, and costs nothing until the next request.
+        let mut busy = false;
         loop {
             #[cfg(test)]
             self.hooks.wait_for_gate();
-            match rx.recv_timeout(next_tick.saturating_duration_since(Instant::now())) {
-                Ok(envelope) => {
-                    let shared = &self.files.shared;
-                    shared.queued.release(envelope.layout.rows, envelope.bytes);
-                    self.record(envelope);
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
             let now = Instant::now();
             if now >= next_tick {
                 let (rows, bytes) = self.files.shared.queued.load();
@@ -289,6 +288,30 @@ impl Writer {
                 queue_bytes.set(bytes as f64);
                 self.maintain(now, hour_of(micros(SystemTime::now())));
                 next_tick = now + tick;
+            }
+            let wait = next_tick.saturating_duration_since(now);
+            let received = if busy {
+                match rx.try_recv() {
+                    Ok(envelope) => Ok(envelope),
+                    Err(TryRecvError::Empty) => {
+                        busy = false;
+                        std::thread::sleep(NAP.min(wait));
+                        continue;
+                    }
+                    Err(TryRecvError::Disconnected) => break,
+                }
+            } else {
+                rx.recv_timeout(wait)
+            };
+            match received {
+                Ok(envelope) => {
+                    busy = true;
+                    let shared = &self.files.shared;
+                    shared.queued.release(envelope.layout.rows, envelope.bytes);
+                    self.record(envelope);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
             }
         }
         for (key, part) in self.partitions.iter_mut() {
