@@ -9,7 +9,7 @@ mod schema;
 mod writer;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -24,8 +24,15 @@ use crate::core::tensor::Tensor;
 pub const CAPTURE_RECORDS: &str = "switchyard_capture_records_total";
 /// `switchyard_capture_queue_rows`: rows accepted and not yet taken by the writer.
 pub const CAPTURE_QUEUE_ROWS: &str = "switchyard_capture_queue_rows";
+/// `switchyard_capture_queue_bytes`: tensor bytes of the requests accepted and not yet taken.
+pub const CAPTURE_QUEUE_BYTES: &str = "switchyard_capture_queue_bytes";
 
 pub const DEFAULT_QUEUE_ROWS: usize = 65_536;
+/// A row can be a whole large request, so rows alone do not bound the queue's memory.
+pub const DEFAULT_QUEUE_BYTES: u64 = 256 * 1024 * 1024;
+/// The largest `queue_rows` and `queue_bytes`: both are counted in one 64-bit word (see `Queued`).
+pub const MAX_QUEUE_ROWS: usize = (1 << ROW_BITS) - 1;
+pub const MAX_QUEUE_BYTES: u64 = (1 << BYTE_BITS) - 1;
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 pub const DEFAULT_MAX_FILE_AGE: Duration = Duration::from_secs(5 * 60);
 
@@ -43,6 +50,11 @@ pub fn describe() {
         CAPTURE_QUEUE_ROWS,
         "Captured rows accepted and waiting for the capture writer."
     );
+    metrics::describe_gauge!(
+        CAPTURE_QUEUE_BYTES,
+        metrics::Unit::Bytes,
+        "Tensor bytes of the captured requests accepted and waiting for the capture writer."
+    );
 }
 
 /// Where and how much to capture.
@@ -51,6 +63,9 @@ pub struct CaptureSettings {
     pub dir: PathBuf,
     /// Rows accepted but not yet taken by the writer; beyond this, requests are dropped.
     pub queue_rows: usize,
+    /// Tensor bytes (inputs and outputs) of the requests accepted but not yet taken by the
+    /// writer; beyond this, requests are dropped. What bounds the queue's memory.
+    pub queue_bytes: u64,
     /// A file is closed and renamed once it passes this size (estimated before compression of
     /// the rows still buffered).
     pub max_file_bytes: u64,
@@ -59,11 +74,12 @@ pub struct CaptureSettings {
 }
 
 impl CaptureSettings {
-    /// The defaults (64 Ki rows queued, 64 MiB and 5 minute files) under `dir`.
+    /// The defaults (64 Ki rows and 256 MiB queued, 64 MiB and 5 minute files) under `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
             queue_rows: DEFAULT_QUEUE_ROWS,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
             max_file_bytes: DEFAULT_MAX_FILE_BYTES,
             max_file_age: DEFAULT_MAX_FILE_AGE,
         }
@@ -92,6 +108,12 @@ pub struct CaptureRequest {
 pub enum CaptureError {
     #[error("capture queue_rows must be at least 1 (0 would drop every record)")]
     ZeroQueue,
+    #[error("capture queue_rows {0} is more than the most it can count ({MAX_QUEUE_ROWS})")]
+    QueueRowsTooLarge(usize),
+    #[error("capture queue_bytes must be at least 1 (0 would drop every record)")]
+    ZeroQueueBytes,
+    #[error("capture queue_bytes {0} is more than the most it can count ({MAX_QUEUE_BYTES})")]
+    QueueBytesTooLarge(u64),
     #[error("capture max_file_bytes must be at least 1")]
     ZeroFileBytes,
     #[error("capture max_file_age must be longer than zero")]
@@ -108,12 +130,61 @@ pub struct CaptureStats {
     pub failed: u64,
     /// Rows accepted and not yet taken by the writer.
     pub queued_rows: usize,
+    /// Their tensor bytes.
+    pub queued_bytes: u64,
+}
+
+const BYTE_BITS: u32 = 40;
+const ROW_BITS: u32 = 64 - BYTE_BITS;
+
+/// Rows (high 24 bits) and bytes (low 40 bits) in the queue, in one word so that a request
+/// reserves both in one compare-and-swap: never one without the other, and never a lock on the
+/// request path. Neither part can carry into the other: each stays within its limit, and both
+/// limits fit their bits (checked at start).
+struct Queued(AtomicU64);
+
+impl Queued {
+    fn pack(rows: usize, bytes: u64) -> u64 {
+        ((rows as u64) << BYTE_BITS) | bytes
+    }
+
+    fn rows(word: u64) -> usize {
+        (word >> BYTE_BITS) as usize
+    }
+
+    fn bytes(word: u64) -> u64 {
+        word & MAX_QUEUE_BYTES
+    }
+
+    /// Adds `rows` and `bytes` if both stay within their limits.
+    fn reserve(&self, rows: usize, bytes: u64, max_rows: usize, max_bytes: u64) -> bool {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+                let r = Self::rows(word).checked_add(rows)?;
+                let b = Self::bytes(word).checked_add(bytes)?;
+                (r <= max_rows && b <= max_bytes).then(|| Self::pack(r, b))
+            })
+            .is_ok()
+    }
+
+    /// Gives back exactly what one successful `reserve` took.
+    fn release(&self, rows: usize, bytes: u64) {
+        self.0.fetch_sub(Self::pack(rows, bytes), Ordering::AcqRel);
+    }
+
+    fn load(&self) -> (usize, u64) {
+        let word = self.0.load(Ordering::Relaxed);
+        (Self::rows(word), Self::bytes(word))
+    }
 }
 
 /// What `submit` and the writer thread share.
 struct Shared {
     queue_rows: usize,
-    queued: AtomicUsize,
+    queue_bytes: u64,
+    queued: Queued,
+    /// Set by `close`, so that `has_room` says no without taking the sender's lock.
+    closed: AtomicBool,
     written: AtomicU64,
     dropped: AtomicU64,
     failed: AtomicU64,
@@ -121,10 +192,12 @@ struct Shared {
 }
 
 impl Shared {
-    fn new(queue_rows: usize) -> Self {
+    fn new(queue_rows: usize, queue_bytes: u64) -> Self {
         Self {
             queue_rows,
-            queued: AtomicUsize::new(0),
+            queue_bytes,
+            queued: Queued(AtomicU64::new(0)),
+            closed: AtomicBool::new(false),
             written: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -133,10 +206,20 @@ impl Shared {
     }
 }
 
-/// A request on its way to the writer, with the rows it reserved in the queue.
+/// A request on its way to the writer, with the rows and bytes it reserved in the queue.
 struct Envelope {
     req: CaptureRequest,
     layout: schema::Layout,
+    bytes: u64,
+}
+
+/// What a request's tensors hold: element count × element size, BYTES by their encoded length.
+fn payload_bytes(inputs: &[Tensor], outputs: &[Tensor]) -> u64 {
+    inputs
+        .iter()
+        .chain(outputs)
+        .map(|t| t.data.byte_len() as u64)
+        .fold(0, u64::saturating_add)
 }
 
 /// The capture queue and its writer thread ("sy-capture").
@@ -165,13 +248,22 @@ impl Capture {
         if settings.queue_rows == 0 {
             return Err(CaptureError::ZeroQueue);
         }
+        if settings.queue_rows > MAX_QUEUE_ROWS {
+            return Err(CaptureError::QueueRowsTooLarge(settings.queue_rows));
+        }
+        if settings.queue_bytes == 0 {
+            return Err(CaptureError::ZeroQueueBytes);
+        }
+        if settings.queue_bytes > MAX_QUEUE_BYTES {
+            return Err(CaptureError::QueueBytesTooLarge(settings.queue_bytes));
+        }
         if settings.max_file_bytes == 0 {
             return Err(CaptureError::ZeroFileBytes);
         }
         if settings.max_file_age.is_zero() {
             return Err(CaptureError::ZeroFileAge);
         }
-        let shared = Arc::new(Shared::new(settings.queue_rows));
+        let shared = Arc::new(Shared::new(settings.queue_rows, settings.queue_bytes));
         let (tx, rx) = crossbeam_channel::unbounded();
         let writer = writer::Writer::new(
             settings,
@@ -191,43 +283,68 @@ impl Capture {
     }
 
     /// Queues a request's rows for writing. Never blocks: false means the rows were dropped
-    /// (queue full, or capture closed) and counted as such.
+    /// (queue full in rows or bytes, or capture closed) and counted as such.
     pub fn submit(&self, req: CaptureRequest) -> bool {
         let layout = schema::layout(&req.inputs, &req.outputs);
         if layout.rows == 0 {
             return true;
         }
-        let reserved = self
-            .shared
+        let bytes = payload_bytes(&req.inputs, &req.outputs);
+        let shared = &self.shared;
+        if !shared
             .queued
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
-                queued
-                    .checked_add(layout.rows)
-                    .filter(|&total| total <= self.shared.queue_rows)
-            })
-            .is_ok();
-        if !reserved {
-            self.dropped(&req.model, layout.rows, "the capture queue is full");
+            .reserve(layout.rows, bytes, shared.queue_rows, shared.queue_bytes)
+        {
+            let why = if bytes > shared.queue_bytes {
+                "the request is larger than the whole capture queue (queue_bytes)"
+            } else if layout.rows > shared.queue_rows {
+                "the request has more rows than the whole capture queue (queue_rows)"
+            } else {
+                "the capture queue is full"
+            };
+            self.dropped(req.model.into(), layout.rows as u64, why);
             return false;
         }
         let tx = self.tx.read().unwrap_or_else(|p| p.into_inner());
         let refused = match tx.as_ref() {
-            Some(tx) => tx.send(Envelope { req, layout }).err().map(|e| e.0.req),
+            Some(tx) => tx
+                .send(Envelope { req, layout, bytes })
+                .err()
+                .map(|e| e.0.req),
             None => Some(req),
         };
         drop(tx);
         match refused {
             None => true,
             Some(req) => {
-                self.shared.queued.fetch_sub(layout.rows, Ordering::AcqRel);
-                self.dropped(&req.model, layout.rows, "capture is closed");
+                shared.queued.release(layout.rows, bytes);
+                self.dropped(req.model.into(), layout.rows as u64, "capture is closed");
                 false
             }
         }
     }
 
-    fn dropped(&self, model: &Arc<str>, rows: usize, why: &str) {
-        let rows = rows as u64;
+    /// Whether `rows` more rows would likely be accepted now: a cheap, unsynchronised look (no
+    /// reservation; `submit` still decides), so that the request path can skip copying a
+    /// request's tensors when the queue is full or capture closed.
+    pub fn has_room(&self, rows: usize) -> bool {
+        let shared = &self.shared;
+        if shared.closed.load(Ordering::Relaxed) {
+            return false;
+        }
+        let (queued_rows, queued_bytes) = shared.queued.load();
+        queued_rows.saturating_add(rows) <= shared.queue_rows && queued_bytes < shared.queue_bytes
+    }
+
+    /// Counts `rows` of `model` as dropped without a request: for the request path when
+    /// `has_room` said no and it did not copy the request.
+    pub fn count_dropped(&self, model: &str, rows: u64) {
+        if rows > 0 {
+            self.dropped(model.to_owned().into(), rows, "the capture queue is full");
+        }
+    }
+
+    fn dropped(&self, model: metrics::SharedString, rows: u64, why: &str) {
         self.shared.dropped.fetch_add(rows, Ordering::Relaxed);
         metrics::counter!(CAPTURE_RECORDS, "model" => model.clone(), "outcome" => "dropped")
             .increment(rows);
@@ -244,7 +361,9 @@ impl Capture {
                 *last = Some(now);
                 let earlier = std::mem::take(held);
                 tracing::warn!(
-                    model = %model, rows, dropped_since_last_log = earlier,
+                    model = &*model,
+                    rows,
+                    dropped_since_last_log = earlier,
                     "capture records dropped: {why} (see {CAPTURE_RECORDS})"
                 );
             }
@@ -255,6 +374,7 @@ impl Capture {
     /// Safe to call more than once and from several threads: every caller returns after the
     /// writer has finished.
     pub fn close(&self) {
+        self.shared.closed.store(true, Ordering::Relaxed);
         let tx = self.tx.write().unwrap_or_else(|p| p.into_inner()).take();
         drop(tx);
         let mut thread = self.thread.lock().unwrap_or_else(|p| p.into_inner());
@@ -267,11 +387,13 @@ impl Capture {
 
     /// Totals since start.
     pub fn stats(&self) -> CaptureStats {
+        let (queued_rows, queued_bytes) = self.shared.queued.load();
         CaptureStats {
             written: self.shared.written.load(Ordering::Relaxed),
             dropped: self.shared.dropped.load(Ordering::Relaxed),
             failed: self.shared.failed.load(Ordering::Relaxed),
-            queued_rows: self.shared.queued.load(Ordering::Relaxed),
+            queued_rows,
+            queued_bytes,
         }
     }
 }

@@ -364,6 +364,42 @@ impl ListColumn {
     }
 }
 
+/// A nullable UTF-8 column filled row by row into one buffer: no allocation per row, where an
+/// owned string per row cost the writer a malloc and a free each.
+#[derive(Default)]
+struct StringColumn {
+    bytes: Vec<u8>,
+    /// End offset of each row's string within `bytes`.
+    ends: Vec<i32>,
+    valid: Vec<bool>,
+}
+
+impl StringColumn {
+    /// Appends a row; returns the bytes added. A string that would pass Arrow's 32-bit offsets
+    /// is stored as null.
+    fn push(&mut self, value: Option<&str>) -> usize {
+        let value = value.filter(|v| i32::try_from(self.bytes.len() + v.len()).is_ok());
+        if let Some(v) = value {
+            self.bytes.extend_from_slice(v.as_bytes());
+        }
+        self.valid.push(value.is_some());
+        // Fits: checked above.
+        self.ends.push(self.bytes.len() as i32);
+        value.map_or(0, str::len)
+    }
+
+    fn finish(&mut self) -> Result<StringArray, ArrowError> {
+        let mut offsets = Vec::with_capacity(self.ends.len() + 1);
+        offsets.push(0i32);
+        offsets.append(&mut self.ends);
+        StringArray::try_new(
+            offsets_buffer(offsets)?,
+            Buffer::from_vec(std::mem::take(&mut self.bytes)),
+            Some(NullBuffer::from(std::mem::take(&mut self.valid))),
+        )
+    }
+}
+
 /// Fixed bytes a captured row costs besides its tensors (time, row, latency, offsets).
 const ROW_OVERHEAD: usize = 32;
 
@@ -371,7 +407,7 @@ const ROW_OVERHEAD: usize = 32;
 pub(crate) struct BatchBuilder {
     schema: Arc<CaptureSchema>,
     time: Vec<i64>,
-    request_id: Vec<Option<Arc<str>>>,
+    request_id: StringColumn,
     row: Vec<u32>,
     variant: Vec<Option<&'static str>>,
     latency_us: Vec<u64>,
@@ -387,7 +423,7 @@ impl BatchBuilder {
         Self {
             schema,
             time: Vec::new(),
-            request_id: Vec::new(),
+            request_id: StringColumn::default(),
             row: Vec::new(),
             variant: Vec::new(),
             latency_us: Vec::new(),
@@ -413,12 +449,11 @@ impl BatchBuilder {
     /// Appends the request's rows; returns how many values had to be stored as null because the
     /// tensor did not match the schema (a wrong datatype) or was too large for one batch.
     pub(crate) fn push(&mut self, req: &CaptureRequest, layout: Layout, time_us: i64) -> usize {
-        let request_id: Option<Arc<str>> = req.request_id.as_deref().map(Arc::from);
         let latency_us = u64::try_from(req.latency.as_micros()).unwrap_or(u64::MAX);
         let mut mismatches = 0;
         for r in 0..layout.rows {
             self.time.push(time_us);
-            self.request_id.push(request_id.clone());
+            self.bytes += self.request_id.push(req.request_id.as_deref());
             self.row.push(u32::try_from(r).unwrap_or(u32::MAX));
             self.variant.push(req.variant);
             self.latency_us.push(latency_us);
@@ -453,7 +488,7 @@ impl BatchBuilder {
     pub(crate) fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
         let time =
             TimestampMicrosecondArray::from(std::mem::take(&mut self.time)).with_timezone("UTC");
-        let request_id: StringArray = self.request_id.drain(..).collect();
+        let request_id = self.request_id.finish()?;
         let variant: StringArray = self.variant.drain(..).collect();
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(time),

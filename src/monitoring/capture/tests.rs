@@ -191,7 +191,8 @@ fn every_captured_value_reads_back_from_its_hive_partition() {
             written: 11,
             dropped: 0,
             failed: 0,
-            queued_rows: 0
+            queued_rows: 0,
+            queued_bytes: 0,
         }
     );
 
@@ -657,12 +658,13 @@ fn files_roll_when_their_hour_ends_or_they_pass_their_age_and_not_before() {
 
     let dir = tempfile::tempdir().unwrap();
     let schema = iris();
-    let shared = Arc::new(Shared::new(100));
+    let shared = Arc::new(Shared::new(100, DEFAULT_QUEUE_BYTES));
     let s = settings(dir.path());
     let max_age = s.max_file_age;
     let mut writer = Writer::new(s, shared.clone(), Hooks::default());
     let envelope = |req: CaptureRequest| Envelope {
         layout: layout(&req.inputs, &req.outputs),
+        bytes: payload_bytes(&req.inputs, &req.outputs),
         req,
     };
     let req = iris_request(&schema, 0, 2, true);
@@ -686,4 +688,356 @@ fn files_roll_when_their_hour_ends_or_they_pass_their_age_and_not_before() {
     writer.maintain(first_row + max_age, hour);
     assert_eq!(shared.written.load(std::sync::atomic::Ordering::Relaxed), 5);
     assert_eq!(files(dir.path()).len(), 2);
+}
+
+/// A capture whose writer takes nothing until the returned guard is dropped (a stalled disk).
+fn stalled(s: CaptureSettings, recorder: Arc<TestRecorder>) -> (Capture, impl Drop) {
+    struct Open(Arc<Gate>);
+    impl Drop for Open {
+        fn drop(&mut self) {
+            self.0.open();
+        }
+    }
+    let gate = Arc::new(Gate::default());
+    let capture = Capture::start_with(
+        s,
+        Hooks {
+            gate: Some(gate.clone()),
+            recorder: Some(recorder),
+        },
+    )
+    .unwrap();
+    (capture, Open(gate))
+}
+
+/// Tensor bytes of `iris_request(_, _, rows, true)`: 4 FP32 in, an INT64 and 3 FP32 out per row.
+const IRIS_ROW_BYTES: u64 = 4 * 4 + 8 + 3 * 4;
+
+#[test]
+fn payload_bytes_are_elements_times_their_size_and_bytes_by_length() {
+    let schema = iris();
+    let req = iris_request(&schema, 0, 3, true);
+    assert_eq!(payload_bytes(&req.inputs, &req.outputs), 3 * IRIS_ROW_BYTES);
+    let strings = Tensor::new(
+        "s",
+        vec![2],
+        TensorData::Bytes(ByteStrings::from_items(["héllo", ""]).unwrap()),
+    );
+    let half = Tensor::new("h", vec![3], TensorData::Fp16(vec![f16::ZERO; 3]));
+    // Six bytes of text and a 4-byte length for each of the two strings; 2 bytes per FP16.
+    assert_eq!(payload_bytes(&[strings], &[half]), 6 + 2 * 4 + 3 * 2);
+}
+
+#[test]
+fn the_queue_is_bounded_in_bytes_as_well_as_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = iris();
+    let recorder = Arc::new(TestRecorder::default());
+    let mut s = settings(dir.path());
+    s.queue_rows = 1000;
+    s.queue_bytes = 4 * IRIS_ROW_BYTES;
+    let (capture, open) = stalled(s, recorder.clone());
+    metrics::with_local_recorder(&*recorder, || {
+        assert!(capture.submit(iris_request(&schema, 0, 3, true)));
+        // Rows to spare, but the two rows' bytes would pass the budget.
+        assert!(!capture.submit(iris_request(&schema, 1, 2, true)));
+        assert!(capture.submit(iris_request(&schema, 2, 1, true)));
+    });
+    let stats = capture.stats();
+    assert_eq!(
+        (stats.queued_rows, stats.queued_bytes, stats.dropped),
+        (4, 4 * IRIS_ROW_BYTES, 2)
+    );
+    assert_eq!(
+        recorder.get("switchyard_capture_records_total{model=iris,outcome=dropped}"),
+        2
+    );
+    drop(open);
+    capture.close();
+    // The writer gave back exactly what was reserved.
+    let stats = capture.stats();
+    assert_eq!((stats.queued_rows, stats.queued_bytes), (0, 0));
+    assert_eq!(stats.written, 4);
+}
+
+#[test]
+fn a_request_larger_than_the_whole_byte_budget_is_always_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = iris();
+    let mut s = settings(dir.path());
+    s.queue_bytes = 2 * IRIS_ROW_BYTES - 1;
+    let capture = Capture::start(s).unwrap();
+    assert!(!capture.submit(iris_request(&schema, 0, 2, true)));
+    assert!(capture.submit(iris_request(&schema, 1, 1, true)));
+    capture.close();
+    let stats = capture.stats();
+    assert_eq!(
+        (stats.written, stats.dropped, stats.queued_bytes),
+        (1, 2, 0)
+    );
+}
+
+#[test]
+fn has_room_looks_at_rows_bytes_and_close_without_reserving() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = iris();
+    let recorder = Arc::new(TestRecorder::default());
+    let mut s = settings(dir.path());
+    s.queue_rows = 4;
+    s.queue_bytes = 3 * IRIS_ROW_BYTES;
+    let (capture, open) = stalled(s, recorder.clone());
+    assert!(capture.has_room(4));
+    assert!(!capture.has_room(5));
+    assert!(capture.has_room(2));
+    assert!(capture.has_room(2), "has_room reserved nothing");
+    assert_eq!(capture.stats().queued_rows, 0);
+
+    assert!(capture.submit(iris_request(&schema, 0, 2, true)));
+    assert!(capture.has_room(2));
+    assert!(!capture.has_room(3));
+    assert!(capture.submit(iris_request(&schema, 1, 1, true)));
+    // One row left, but the byte budget is spent.
+    assert!(!capture.has_room(1));
+
+    // The request path skipped its copy: the rows still count as dropped.
+    metrics::with_local_recorder(&*recorder, || capture.count_dropped("iris", 5));
+    assert_eq!(capture.stats().dropped, 5);
+    assert_eq!(
+        recorder.get("switchyard_capture_records_total{model=iris,outcome=dropped}"),
+        5
+    );
+
+    drop(open);
+    capture.close();
+    assert_eq!(capture.stats().queued_rows, 0);
+    assert!(!capture.has_room(0), "closed");
+    assert!(!capture.has_room(1), "closed");
+}
+
+#[test]
+fn queue_limits_that_cannot_be_counted_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(dir.path());
+    s.queue_bytes = 0;
+    assert!(matches!(
+        Capture::start(s),
+        Err(CaptureError::ZeroQueueBytes)
+    ));
+    let mut s = settings(dir.path());
+    s.queue_bytes = MAX_QUEUE_BYTES + 1;
+    assert!(matches!(
+        Capture::start(s),
+        Err(CaptureError::QueueBytesTooLarge(_))
+    ));
+    let mut s = settings(dir.path());
+    s.queue_rows = MAX_QUEUE_ROWS + 1;
+    assert!(matches!(
+        Capture::start(s),
+        Err(CaptureError::QueueRowsTooLarge(_))
+    ));
+    // The largest of both is fine: a full queue does not carry rows into bytes.
+    let queued = Queued(AtomicU64::new(0));
+    assert!(queued.reserve(
+        MAX_QUEUE_ROWS,
+        MAX_QUEUE_BYTES,
+        MAX_QUEUE_ROWS,
+        MAX_QUEUE_BYTES
+    ));
+    assert_eq!(queued.load(), (MAX_QUEUE_ROWS, MAX_QUEUE_BYTES));
+    assert!(!queued.reserve(0, 1, MAX_QUEUE_ROWS, MAX_QUEUE_BYTES));
+    assert!(!queued.reserve(1, 0, MAX_QUEUE_ROWS, MAX_QUEUE_BYTES));
+    queued.release(MAX_QUEUE_ROWS - 1, 1);
+    assert_eq!(queued.load(), (1, MAX_QUEUE_BYTES - 1));
+}
+
+fn hidden_files(dir: &Path) -> Vec<PathBuf> {
+    files(dir)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.'))
+        })
+        .collect()
+}
+
+#[test]
+fn a_roll_that_fails_to_rename_leaves_no_hidden_file() {
+    use std::time::Instant;
+
+    use super::writer::{BATCH_ROWS, Writer, hour_of, micros};
+
+    let dir = tempfile::tempdir().unwrap();
+    let schema = iris();
+    let shared = Arc::new(Shared::new(100_000, DEFAULT_QUEUE_BYTES));
+    let mut writer = Writer::new(settings(dir.path()), shared.clone(), Hooks::default());
+    // A full batch opens the hidden file without rolling it.
+    let req = iris_request(&schema, 0, BATCH_ROWS, true);
+    let hour = hour_of(micros(req.time));
+    writer.record(Envelope {
+        layout: layout(&req.inputs, &req.outputs),
+        bytes: payload_bytes(&req.inputs, &req.outputs),
+        req,
+    });
+    let hidden = hidden_files(dir.path());
+    assert_eq!(hidden.len(), 1, "{hidden:?}");
+    // A folder where the file is to be renamed to: the rename fails (EISDIR), for root too.
+    let name = hidden[0].file_name().unwrap().to_str().unwrap();
+    let dest = hidden[0].with_file_name(&name[1..name.len() - ".tmp".len()]);
+    std::fs::create_dir(&dest).unwrap();
+    std::fs::write(dest.join("keep"), b"x").unwrap();
+
+    writer.maintain(Instant::now(), hour + 1);
+    let load = |c: &AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        (load(&shared.failed), load(&shared.written)),
+        (BATCH_ROWS as u64, 0)
+    );
+    assert_eq!(hidden_files(dir.path()), Vec::<PathBuf>::new());
+    assert!(dest.join("keep").exists());
+}
+
+/// Sets a file's modification time `age` ago.
+fn age(path: &Path, age: Duration) {
+    File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(SystemTime::now() - age)
+        .unwrap();
+}
+
+#[test]
+fn start_sweeps_only_stale_hidden_part_files_in_partition_folders() {
+    use super::writer::STALE_TMP_AGE;
+
+    let dir = tempfile::tempdir().unwrap();
+    let hour = dir
+        .path()
+        .join("model=iris/version=1/date=2024-03-05/hour=07");
+    std::fs::create_dir_all(&hour).unwrap();
+    let old = STALE_TMP_AGE + Duration::from_secs(60);
+    let plant = |path: PathBuf, how_old: Duration| {
+        std::fs::write(&path, b"PAR1").unwrap();
+        age(&path, how_old);
+        path
+    };
+    let crashed = [
+        plant(hour.join(".part-1-2-000001.parquet.tmp"), old),
+        plant(hour.join(".part-1-2-000002.parquet.tmp"), old * 10),
+    ];
+    let kept = [
+        // Maybe another live process's, in a shared folder.
+        plant(hour.join(".part-3-4-000001.parquet.tmp"), Duration::ZERO),
+        // Not hidden parts, or not in a partition folder.
+        plant(hour.join("part-1-2-000000.parquet"), old),
+        plant(hour.join(".notes.tmp"), old),
+        plant(hour.join(".part-1-2-000003.parquet"), old),
+        plant(dir.path().join(".part-1-2-000004.parquet.tmp"), old),
+        plant(
+            dir.path()
+                .join("model=iris/version=1/.part-1-2-000005.parquet.tmp"),
+            old,
+        ),
+    ];
+    let folder = hour.join(".part-1-2-000006.parquet.tmp");
+    std::fs::create_dir(&folder).unwrap();
+
+    let capture = Capture::start(settings(dir.path())).unwrap();
+    capture.close();
+    for path in &crashed {
+        assert!(!path.exists(), "{} was not swept", path.display());
+    }
+    for path in kept.iter().chain([&folder]) {
+        assert!(path.exists(), "{} was swept", path.display());
+    }
+}
+
+#[test]
+fn row_groups_stay_within_their_byte_bound() {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    use super::writer::ROW_GROUP_BYTES;
+
+    let dir = tempfile::tempdir().unwrap();
+    let signature = Signature::new(vec![spec("blob", DataType::Bytes, &[-1])], vec![]).unwrap();
+    let schema = CaptureSchema::new(&signature);
+    let capture = Capture::start(settings(dir.path())).unwrap();
+    // 20 MiB that snappy cannot shrink, 64 KiB a row.
+    const ROW: usize = 64 * 1024;
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    for i in 0..320 {
+        let blob: Vec<u8> = (0..ROW)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        let req = CaptureRequest {
+            time: at(0),
+            request_id: None,
+            model: Arc::from("blobs"),
+            version: 1,
+            variant: None,
+            latency: Duration::from_micros(i),
+            schema: schema.clone(),
+            inputs: vec![Tensor::new(
+                "blob",
+                vec![1],
+                TensorData::Bytes(ByteStrings::from_items([blob]).unwrap()),
+            )],
+            outputs: vec![],
+        };
+        assert!(capture.submit(req));
+    }
+    capture.close();
+    assert_eq!(capture.stats().written, 320);
+    let all = files(dir.path());
+    assert_eq!(all.len(), 1, "{all:?}");
+    let reader = SerializedFileReader::new(File::open(&all[0]).unwrap()).unwrap();
+    let groups = reader.metadata().row_groups();
+    assert!(groups.len() >= 2, "{} row group(s)", groups.len());
+    for group in groups {
+        // The writer closes a group once it passes the bound, so by at most about a row.
+        let size = usize::try_from(group.compressed_size()).unwrap();
+        assert!(
+            size <= ROW_GROUP_BYTES + 2 * ROW,
+            "a row group of {size} bytes"
+        );
+    }
+}
+
+#[test]
+fn only_variant_is_dictionary_encoded_and_statistics_are_per_chunk() {
+    use parquet::basic::Encoding;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    let dir = tempfile::tempdir().unwrap();
+    let schema = iris();
+    let capture = Capture::start(settings(dir.path())).unwrap();
+    for i in 0..50 {
+        assert!(capture.submit(iris_request(&schema, i, 2, true)));
+    }
+    capture.close();
+    let all = files(dir.path());
+    assert_eq!(all.len(), 1, "{all:?}");
+    let reader = SerializedFileReader::new(File::open(&all[0]).unwrap()).unwrap();
+    let mut seen = Vec::new();
+    for group in reader.metadata().row_groups() {
+        for column in group.columns() {
+            let path = column.column_path().string();
+            let dictionary = column
+                .encodings()
+                .any(|e| matches!(e, Encoding::RLE_DICTIONARY | Encoding::PLAIN_DICTIONARY));
+            assert_eq!(dictionary, path == "variant", "{path}: dictionary");
+            assert!(column.column_index_offset().is_none(), "{path}: page index");
+            let stats = column.statistics().unwrap_or_else(|| panic!("{path}"));
+            assert!(stats.min_bytes_opt().is_some(), "{path}: chunk min");
+            seen.push(path);
+        }
+    }
+    assert!(seen.iter().any(|p| p.starts_with("inputs.X.")), "{seen:?}");
+    assert!(seen.iter().any(|p| p == "time"), "{seen:?}");
 }

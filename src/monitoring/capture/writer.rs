@@ -10,22 +10,36 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arrow_schema::ArrowError;
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::errors::ParquetError;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::schema::BatchBuilder;
-use super::{CAPTURE_QUEUE_ROWS, CAPTURE_RECORDS, CaptureSettings, Envelope, Shared};
+use super::{
+    CAPTURE_QUEUE_BYTES, CAPTURE_QUEUE_ROWS, CAPTURE_RECORDS, CaptureSettings, Envelope, Shared,
+};
 
 /// Rows per record batch handed to the Parquet writer (and bytes, for wide rows).
-const BATCH_ROWS: usize = 1024;
-const BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// Every open partition (model, version, hour: several per version around an hour's end, more
+/// with rollouts) holds up to one batch plus one row group in memory, so both stay modest: with
+/// 8 MiB row groups and 1 MiB batches, twenty open partitions hold under 200 MiB, where 32 MiB
+/// row groups and 8 MiB batches held 800 MiB. 8 MiB is still a large sequential read.
+pub(super) const BATCH_ROWS: usize = 1024;
+pub(super) const BATCH_BYTES: usize = 1024 * 1024;
 /// Row groups: what a reader can skip by, and what an open file holds in memory at most.
-const ROW_GROUP_ROWS: usize = 64 * 1024;
-const ROW_GROUP_BYTES: usize = 32 * 1024 * 1024;
+pub(super) const ROW_GROUP_ROWS: usize = 64 * 1024;
+pub(super) const ROW_GROUP_BYTES: usize = 8 * 1024 * 1024;
+/// A hidden `.part-*.parquet.tmp` file untouched this long belongs to no live writer: a live
+/// file is renamed at the latest when its hour ends (or its age passes, whichever is first), so
+/// even in a folder shared with other processes only a crashed process leaves one this old.
+pub(super) const STALE_TMP_AGE: Duration = Duration::from_secs(2 * 3600);
+/// How long the writer naps between draining the queue while records keep coming: the most a
+/// busy queue holds beyond what the writer can take, and at most one wake-up per nap.
+const NAP: Duration = Duration::from_millis(5);
 /// How often files are checked for age and the hour's end when no record arrives.
 const TICK: Duration = Duration::from_secs(1);
 /// How often a write error may be logged; the rows failed in between are counted in the next line.
@@ -97,7 +111,18 @@ struct OpenFile {
 
 impl OpenFile {
     /// Footer, fsync, rename: after this a reader sees the whole file or, before it, nothing.
-    fn finish(mut self) -> Result<(), WriteError> {
+    /// On any error the hidden file is removed (best effort): its rows count as failed anyway,
+    /// and nothing else would ever clean it up.
+    fn finish(self) -> Result<(), WriteError> {
+        let tmp = self.tmp.clone();
+        let result = self.finish_and_rename();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    fn finish_and_rename(mut self) -> Result<(), WriteError> {
         self.writer.finish().map_err(|source| WriteError::Parquet {
             path: self.tmp.clone(),
             source,
@@ -157,6 +182,22 @@ impl ErrorLog {
     }
 }
 
+/// How the files are encoded. The writer thread shares the serving cores, so encoding is kept
+/// cheap: dictionaries only where values repeat (`variant`; captured tensors, times, latencies
+/// and row numbers are mostly distinct, so a dictionary is hashing for nothing), and min/max
+/// statistics per column chunk rather than per page (no page index: readers of a capture scan
+/// whole row groups, and chunk statistics still let them skip by time).
+fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_dictionary_enabled(false)
+        .set_column_dictionary_enabled(ColumnPath::from("variant"), true)
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
+        .build()
+}
+
 /// Everything but the partitions, so a partition can be worked on while it is borrowed.
 struct Files {
     settings: CaptureSettings,
@@ -185,11 +226,7 @@ impl Writer {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
-        let properties = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
-            .build();
+        let properties = writer_properties();
         Self {
             files: Files {
                 settings,
@@ -218,7 +255,8 @@ impl Writer {
     }
 
     fn run_loop(&mut self, rx: Receiver<Envelope>) {
-        let queue_gauge = metrics::gauge!(CAPTURE_QUEUE_ROWS);
+        let queue_rows = metrics::gauge!(CAPTURE_QUEUE_ROWS);
+        let queue_bytes = metrics::gauge!(CAPTURE_QUEUE_BYTES);
         let dir = &self.files.settings.dir;
         if let Err(e) = fs::create_dir_all(dir) {
             tracing::error!(
@@ -226,35 +264,65 @@ impl Writer {
                 "cannot create the capture folder; captured rows count as failed until it can be"
             );
         }
+        let removed = sweep_stale(dir, SystemTime::now());
+        if removed > 0 {
+            tracing::info!(
+                dir = %dir.display(), removed,
+                "removed hidden capture files that a stopped process never finished"
+            );
+        }
         let tick = TICK.min(self.files.settings.max_file_age);
         let mut next_tick = Instant::now() + tick;
+        // Whether a record came since the last nap: then more are likely, and the thread naps
+        // instead of blocking on the queue, so that a busy server's submits never have to wake
+        // it (a futex call on the request path and a context switch here, which cost more than
+        // encoding the record). Idle, it blocks, and costs nothing until the next request.
+        let mut busy = false;
         loop {
             #[cfg(test)]
             self.hooks.wait_for_gate();
-            match rx.recv_timeout(next_tick.saturating_duration_since(Instant::now())) {
+            let now = Instant::now();
+            if now >= next_tick {
+                let (rows, bytes) = self.files.shared.queued.load();
+                queue_rows.set(rows as f64);
+                queue_bytes.set(bytes as f64);
+                self.maintain(now, hour_of(micros(SystemTime::now())));
+                next_tick = now + tick;
+            }
+            let wait = next_tick.saturating_duration_since(now);
+            let received = if busy {
+                match rx.try_recv() {
+                    Ok(envelope) => Ok(envelope),
+                    Err(TryRecvError::Empty) => {
+                        busy = false;
+                        std::thread::sleep(NAP.min(wait));
+                        continue;
+                    }
+                    Err(TryRecvError::Disconnected) => break,
+                }
+            } else {
+                rx.recv_timeout(wait)
+            };
+            match received {
                 Ok(envelope) => {
-                    let rows = envelope.layout.rows;
-                    self.files.shared.queued.fetch_sub(rows, Ordering::AcqRel);
+                    busy = true;
+                    let shared = &self.files.shared;
+                    shared.queued.release(envelope.layout.rows, envelope.bytes);
                     self.record(envelope);
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
-            }
-            let now = Instant::now();
-            if now >= next_tick {
-                queue_gauge.set(self.files.shared.queued.load(Ordering::Relaxed) as f64);
-                self.maintain(now, hour_of(micros(SystemTime::now())));
-                next_tick = now + tick;
             }
         }
         for (key, part) in self.partitions.iter_mut() {
             self.files.roll(key, part);
         }
         self.partitions.clear();
-        queue_gauge.set(0.0);
+        queue_rows.set(0.0);
+        queue_bytes.set(0.0);
     }
 
-    pub(super) fn record(&mut self, Envelope { req, layout }: Envelope) {
+    pub(super) fn record(&mut self, Envelope { req, layout, .. }: Envelope) {
         let time_us = micros(req.time);
         let key = PartitionKey {
             model: req.model.clone(),
@@ -434,6 +502,54 @@ impl Files {
              large for one batch; they are stored as null"
         );
     }
+}
+
+/// Removes the hidden `.part-*.parquet.tmp` files under `root`'s partition folders that were
+/// last modified at least `STALE_TMP_AGE` before `now`; returns how many. Only the
+/// `model=/version=/date=/hour=` tree is walked, links are not followed, and nothing else is
+/// touched, so a wrong `--capture-dir` cannot lose anyone's files.
+pub(super) fn sweep_stale(root: &Path, now: SystemTime) -> usize {
+    const LEVELS: [&str; 4] = ["model=", "version=", "date=", "hour="];
+    fn entries(dir: &Path) -> impl Iterator<Item = fs::DirEntry> {
+        fs::read_dir(dir).into_iter().flatten().flatten()
+    }
+    fn walk(dir: &Path, level: usize, now: SystemTime, removed: &mut usize) {
+        for entry in entries(dir) {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                continue;
+            };
+            match LEVELS.get(level) {
+                Some(prefix) => {
+                    if kind.is_dir() && name.starts_with(prefix) {
+                        walk(&entry.path(), level + 1, now, removed);
+                    }
+                }
+                None => {
+                    let hidden_part = name.starts_with(".part-") && name.ends_with(".parquet.tmp");
+                    let stale = entry
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|t| now.duration_since(t).is_ok_and(|age| age >= STALE_TMP_AGE));
+                    if kind.is_file() && hidden_part && stale {
+                        match fs::remove_file(entry.path()) {
+                            Ok(()) => *removed += 1,
+                            Err(e) => tracing::warn!(
+                                file = %entry.path().display(), error = %e,
+                                "cannot remove a stale hidden capture file"
+                            ),
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut removed = 0;
+    walk(root, 0, now, &mut removed);
+    removed
 }
 
 /// `DIR/model=M/version=V/date=YYYY-MM-DD/hour=HH`.
