@@ -354,6 +354,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHYARD_CAPTURE_QUEUE_ROWS", default_value_t = 65_536)]
     pub capture_queue_rows: usize,
 
+    /// Bytes of tensor data the capture queue holds (a row can be a whole large request);
+    /// beyond it captured rows are dropped and counted.
+    #[arg(long, env = "SWITCHYARD_CAPTURE_QUEUE_BYTES", default_value_t = 256 << 20)]
+    pub capture_queue_bytes: u64,
+
     /// A capture file is closed (and becomes visible) past this size in bytes...
     #[arg(long, env = "SWITCHYARD_CAPTURE_MAX_FILE_BYTES", default_value_t = 64 << 20)]
     pub capture_max_file_bytes: u64,

@@ -236,7 +236,7 @@ fn monitoring(args: &ServeArgs) -> Result<Monitoring, StartError> {
             Capture::start(CaptureSettings {
                 dir: dir.clone(),
                 queue_rows: args.capture_queue_rows,
-                queue_bytes: crate::monitoring::capture::DEFAULT_QUEUE_BYTES,
+                queue_bytes: args.capture_queue_bytes,
                 max_file_bytes: args.capture_max_file_bytes,
                 max_file_age: args.capture_max_file_age,
             })

@@ -70,6 +70,15 @@ impl Watch {
     }
 }
 
+/// The rows of a request: the first dimension its inputs share (1 for scalars).
+fn request_rows(req: &InferRequest) -> usize {
+    req.inputs
+        .first()
+        .and_then(|t| t.shape.first())
+        .and_then(|&d| usize::try_from(d).ok())
+        .unwrap_or(1)
+}
+
 fn thresholds(base: Thresholds, over: &ThresholdSection) -> Thresholds {
     Thresholds {
         js_distance: over.js_distance.unwrap_or(base.js_distance),
@@ -175,9 +184,17 @@ impl VersionMonitor {
             s.profiler.observe(&req.inputs, &[], &mut p);
             p
         });
-        let sampled = monitoring.capture.is_some()
-            && self.sample_rate > 0.0
-            && (self.sample_rate >= 1.0 || fastrand::f64() < self.sample_rate);
+        let sampled = monitoring.capture.as_ref().is_some_and(|capture| {
+            let sampled = self.sample_rate > 0.0
+                && (self.sample_rate >= 1.0 || fastrand::f64() < self.sample_rate);
+            // A full queue costs no copy: the rows are counted as dropped right here.
+            let rows = request_rows(req);
+            if sampled && !capture.has_room(rows) {
+                capture.count_dropped(&self.model, rows as u64);
+                return false;
+            }
+            sampled
+        });
         Some(Watch {
             profile,
             captured_inputs: sampled.then(|| req.inputs.clone()),
