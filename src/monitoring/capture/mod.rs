@@ -340,7 +340,8 @@ impl Capture {
     /// `has_room` said no and it did not copy the request.
     pub fn count_dropped(&self, model: &str, rows: u64) {
         if rows > 0 {
-            self.dropped(model.to_owned().into(), rows, "the capture queue is full");
+            let why = "the capture queue had no room (full, or capture closed)";
+            self.dropped(model.to_owned().into(), rows, why);
         }
     }
 
