@@ -267,8 +267,8 @@ impl Service {
 
     /// The skew of a loaded version over its window, against its baseline.json.
     pub fn skew_report(&self, model: &str, version: &str) -> Result<serde_json::Value> {
-        let named = parse_version(model, version)?;
         check_name(model)?;
+        let named = parse_version(model, version)?;
         let target = self.models.snapshot().resolve(model, named)?;
         if !self.monitoring.enabled {
             return Err(Error::FailedPrecondition(
@@ -451,10 +451,10 @@ impl Service {
                 // A copy's version half full: shed before anything is cloned for it.
                 let copy = copy.filter(|c| !shed_copy(c));
                 let copy_of = copy.as_ref().map(|_| req.clone());
-                // The analysis compares the versions' own time (queue and run), measured the
-                // same way for callers and copies: not the caller's upload and decoding.
                 let large = offload_monitoring(&req);
                 let watch = maybe_blocking(large, || t.monitor.watch(&req, &self.monitoring));
+                // The analysis compares the versions' own time (queue and run), measured the
+                // same way for callers and copies: not the caller's upload and decoding.
                 let ran = Instant::now();
                 let result = t.infer(req).await;
                 maybe_blocking(large, || {
