@@ -581,8 +581,8 @@ fn spawn_copy(
     monitoring: Arc<Monitoring>,
 ) {
     let stable_task = match served {
-        Variant::Stable => answered_by.task.clone(),
-        Variant::Candidate => copy.task.clone(),
+        Variant::Stable => answered_by.monitor.card().task.clone(),
+        Variant::Candidate => copy.monitor.card().task.clone(),
     };
     let answer = answer.to_vec();
     tokio::spawn(async move {

@@ -258,7 +258,6 @@ pub fn build_version(
     // Monitoring is checked before the sessions warm up: a bad baseline.json fails fast.
     let card = card(registry, model, version);
     let baseline = registry.read(model, Some(version), BASELINE_FILE)?;
-    let (task, trained_at) = (card.task.clone(), card.trained_at);
     let monitor = VersionMonitor::new(
         model,
         version,
@@ -302,8 +301,6 @@ pub fn build_version(
         sha256,
         loaded_at: SystemTime::now(),
         load_duration: started.elapsed(),
-        task,
-        trained_at,
         monitor,
     })
 }

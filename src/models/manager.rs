@@ -368,7 +368,7 @@ impl ModelManager {
             .rollout
             .as_ref()
             .and_then(|r| entry.ready(r.candidate()))
-            .and_then(|v| v.trained_at);
+            .and_then(|v| v.monitor.card().trained_at);
         drop(table);
         let next = routing
             .rollout

@@ -27,11 +27,8 @@ pub struct LoadedVersion {
     pub sha256: String,
     pub loaded_at: SystemTime,
     pub load_duration: Duration,
-    /// The model card's `task` ("binary_classification", "regression", ...), if it has one.
-    pub task: Option<String>,
-    /// The model card's `trained_at`, if it has one.
-    pub trained_at: Option<SystemTime>,
-    /// Skew window, capture schema, feedback scorer: see `monitoring::version`.
+    /// Skew window, capture schema, feedback scorer, and the model card's task and training
+    /// date (`monitor.card()`): see `monitoring::version`.
     pub monitor: crate::monitoring::VersionMonitor,
 }
 

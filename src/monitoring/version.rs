@@ -55,9 +55,9 @@ pub struct VersionMonitor {
 /// What [`VersionMonitor::watch`] took from a request before it ran.
 pub struct Watch {
     profile: Option<Profile>,
-    captured_inputs: Option<Vec<Tensor>>,
+    /// The inputs' copy and the arrival time, for a request sampled for capture.
+    captured: Option<(Vec<Tensor>, SystemTime)>,
     id: Option<String>,
-    arrived: SystemTime,
     feedback: bool,
 }
 
@@ -197,9 +197,8 @@ impl VersionMonitor {
         });
         Some(Watch {
             profile,
-            captured_inputs: sampled.then(|| req.inputs.clone()),
+            captured: sampled.then(|| (req.inputs.clone(), SystemTime::now())),
             id: req.id.clone(),
-            arrived: SystemTime::now(),
             feedback: true,
         })
     }
@@ -229,9 +228,9 @@ impl VersionMonitor {
             skew.window.record(&profile, now_ms);
         }
         let Ok(resp) = result else { return };
-        if let (Some(capture), Some(inputs)) = (&monitoring.capture, watch.captured_inputs) {
+        if let (Some(capture), Some((inputs, arrived))) = (&monitoring.capture, watch.captured) {
             capture.submit(CaptureRequest {
-                time: watch.arrived,
+                time: arrived,
                 request_id: watch.id.clone(),
                 model: self.model.clone(),
                 version: self.version,
