@@ -224,9 +224,24 @@ pub struct PromoteArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Registry folder: <model>/<version>/model.onnx, with optional <model>/config.toml.
+    /// The registry: a folder, or an object store URL (s3://bucket/prefix, gs://bucket/prefix,
+    /// az://container/prefix, file:///path) holding <model>/<version>/model.onnx, with optional
+    /// <model>/config.toml. Object stores take their credentials and endpoint from the usual
+    /// environment (AWS_*, GOOGLE_*, AZURE_*: e.g. AWS_ENDPOINT_URL, AWS_REGION, AWS_ALLOW_HTTP).
     #[arg(long, env = "SWITCHYARD_MODEL_REPOSITORY", default_value = "models")]
     pub model_repository: PathBuf,
+
+    /// Where an object-store registry keeps the local copies of model files ONNX Runtime loads
+    /// (kept across restarts; default: <temp dir>/switchyard-registry-cache).
+    #[arg(long, env = "SWITCHYARD_REGISTRY_CACHE_DIR")]
+    pub registry_cache_dir: Option<PathBuf>,
+
+    /// An object-store setting as KEY=VALUE, over the environment's (repeat it; the keys are
+    /// object_store's: aws_endpoint, aws_region, aws_allow_http, aws_access_key_id, ...,
+    /// google_service_account, azure_storage_account_name, ...). Secrets belong in the environment.
+    #[arg(long = "registry-option", value_name = "KEY=VALUE", value_parser = parse_key_value,
+          env = "SWITCHYARD_REGISTRY_OPTIONS", value_delimiter = ',')]
+    pub registry_options: Vec<(String, String)>,
 
     /// Address to listen on.
     #[arg(long, env = "SWITCHYARD_HOST", default_value = "0.0.0.0")]
@@ -484,6 +499,21 @@ impl ServeArgs {
         }
     }
 
+    /// The registry as an object-store URL (`scheme://...`), or `None` for a folder.
+    pub fn repository_url(&self) -> Option<&str> {
+        self.model_repository.to_str().filter(|s| {
+            s.split_once("://")
+                .is_some_and(|(scheme, _)| !scheme.contains('/'))
+        })
+    }
+
+    /// The object-store registry's cache folder.
+    pub fn registry_cache(&self) -> PathBuf {
+        self.registry_cache_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("switchyard-registry-cache"))
+    }
+
     /// The pause between model-control passes.
     pub fn poll_interval(&self) -> std::time::Duration {
         std::time::Duration::from_secs_f64(self.repository_poll_secs.clamp(0.01, 86_400.0))
@@ -510,5 +540,13 @@ impl ServeArgs {
             capture_sample_rate: self.capture_sample_rate,
             monitoring: self.monitoring == Toggle::On,
         }
+    }
+}
+
+/// `KEY=VALUE`, both non-empty.
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("'{s}' is not KEY=VALUE")),
     }
 }

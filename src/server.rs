@@ -18,7 +18,7 @@ use crate::models::ModelManager;
 use crate::monitoring::capture::{Capture, CaptureSettings};
 use crate::monitoring::feedback::FeedbackStore;
 use crate::monitoring::{Monitoring, metrics};
-use crate::registry::FolderRegistry;
+use crate::registry::{FolderRegistry, ObjectRegistry, Registry};
 use crate::runtime::library;
 use crate::service::Service;
 use crate::shutdown;
@@ -54,15 +54,23 @@ impl Server {
     pub async fn start(args: ServeArgs) -> Result<Server, StartError> {
         let metrics = metrics::install();
         let env = library::init(args.ort_library.as_deref()).map_err(|e| e.to_string())?;
-        let repo = &args.model_repository;
-        if !repo.is_dir() {
-            return Err(format!(
-                "the model repository '{}' does not exist or is not a directory \
-                 (set --model-repository or SWITCHYARD_MODEL_REPOSITORY)",
-                repo.display()
-            ));
-        }
-        let registry = Arc::new(FolderRegistry::new(repo.clone()));
+        let registry: Arc<dyn Registry> = match args.repository_url() {
+            Some(url) => Arc::new(
+                ObjectRegistry::open(url, &args.registry_cache(), &args.registry_options)
+                    .map_err(|e| e.to_string())?,
+            ),
+            None => {
+                let repo = &args.model_repository;
+                if !repo.is_dir() {
+                    return Err(format!(
+                        "the model repository '{}' does not exist or is not a directory \
+                         (set --model-repository or SWITCHYARD_MODEL_REPOSITORY)",
+                        repo.display()
+                    ));
+                }
+                Arc::new(FolderRegistry::new(repo.clone()))
+            }
+        };
         let models = Arc::new(ModelManager::new(registry, args.manager_options(), env));
         let service = Arc::new(Service::new(
             models.clone(),

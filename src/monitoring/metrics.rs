@@ -42,6 +42,7 @@ pub const FEATURE_SKEW_ALERT: &str = "switchyard_feature_skew_alert";
 pub const FEATURE_SKEW_ROWS: &str = "switchyard_feature_skew_rows";
 pub const MODEL_QUALITY_HELDOUT: &str = "switchyard_model_quality_heldout";
 pub const MODEL_AGE: &str = "switchyard_model_age_seconds";
+pub const REGISTRY_ERRORS: &str = "switchyard_registry_errors_total";
 
 /// The `model` label for requests naming a model the server does not have: keeps cardinality
 /// bounded whatever callers send.
@@ -235,6 +236,22 @@ pub fn record_load(model: &str, elapsed: Duration, ok: bool) {
     failures.increment(if ok { 0 } else { 1 });
 }
 
+/// The operations of a registry that can fail against a remote store.
+const REGISTRY_OPERATIONS: [&str; 4] = ["list", "get", "head", "put"];
+
+/// Shows the registry error counters at 0 from the start, so a rate and an alert on them have a
+/// series before the first failure.
+pub fn init_registry_errors() {
+    for op in REGISTRY_OPERATIONS {
+        metrics::counter!(REGISTRY_ERRORS, "operation" => op).increment(0);
+    }
+}
+
+/// One failed store call (after the store client's own retries).
+pub fn record_registry_error(operation: &'static str) {
+    metrics::counter!(REGISTRY_ERRORS, "operation" => operation).increment(1);
+}
+
 pub fn record_swap(model: &str) {
     metrics::counter!(SWAPS, "model" => model.to_string()).increment(1);
 }
@@ -356,6 +373,11 @@ pub fn set_lead_time(model: &str, seconds: f64) {
 
 fn describe_monitoring() {
     use metrics::describe_gauge;
+    metrics::describe_counter!(
+        REGISTRY_ERRORS,
+        "Failed calls to an object-store registry by operation (list, get, head, put), after the \
+         store client's retries; the loaded models keep serving meanwhile."
+    );
     describe_gauge!(
         FEATURE_SKEW,
         "Training/serving skew of a feature (output:<name> for the model's outputs) over the \

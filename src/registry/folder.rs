@@ -219,12 +219,7 @@ impl Registry for FolderRegistry {
             .subdirs(&self.root.join(model), model)?
             .iter()
             // Version folders are positive integers; anything else (notes, samples) is ignored.
-            .filter_map(|n| {
-                let n = n.to_str()?;
-                n.parse::<u64>()
-                    .ok()
-                    .filter(|&v| v > 0 && n == v.to_string())
-            })
+            .filter_map(|n| n.to_str().and_then(super::version_folder))
             .collect();
         versions.sort_unstable();
         Ok(versions)
@@ -263,6 +258,7 @@ impl Registry for FolderRegistry {
                     .ok()
                     .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                     .map_or(0, |d| d.as_nanos()),
+                tag: 0,
             })),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.io_err(&abs, &rel, e)),

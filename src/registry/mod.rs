@@ -13,11 +13,13 @@ pub mod config;
 pub mod folder;
 pub mod name;
 pub mod routing;
+pub mod store;
 
 pub use config::{ModelConfig, VersionPolicy};
 pub use folder::FolderRegistry;
 pub use name::{MAX_MODEL_NAME_LEN, NameError, parse_model_name, validate_model_name};
 pub use routing::Routing;
+pub use store::ObjectRegistry;
 
 /// The model file every version folder must hold.
 pub const MODEL_FILE: &str = "model.onnx";
@@ -28,11 +30,22 @@ pub const CONFIG_FILE: &str = "config.toml";
 /// Optional warm-up request (V2 JSON) run on every session before a version serves.
 pub const WARMUP_FILE: &str = "warmup.json";
 
-/// Size and modification time of a file: a cheap change detector, checked before hashing.
+/// Size, modification time and (in object stores) a digest of the ETag of a file: a cheap change
+/// detector, checked before hashing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stamp {
     pub size: u64,
     pub modified_ns: u128,
+    /// A digest of the object's ETag; 0 for a folder, where size and time say it.
+    pub tag: u64,
+}
+
+/// A version folder's number: a positive integer written plainly (`7`, not `07` or `+7`);
+/// anything else (notes, samples) is not a version.
+pub fn version_folder(name: &str) -> Option<u64> {
+    name.parse::<u64>()
+        .ok()
+        .filter(|&v| v > 0 && name == v.to_string())
 }
 
 /// Registry failures. Their messages reach callers (load errors, status reasons), so paths in them
@@ -52,6 +65,21 @@ pub enum RegistryError {
     /// unparseable content).
     #[error("{path}: {reason}")]
     Refused { path: String, reason: String },
+    /// An object store's answer or failure (after its own retries).
+    #[error("{path}: {source}")]
+    Store {
+        /// Relative to the registry root.
+        path: String,
+        #[source]
+        source: object_store::Error,
+    },
+    /// The store failed recently; no call is made until the backoff ends.
+    #[error("{registry} is unreachable; next try in {retry_in_ms} ms (last error: {last})")]
+    Unreachable {
+        registry: String,
+        retry_in_ms: u64,
+        last: String,
+    },
 }
 
 pub trait Registry: Send + Sync + 'static {

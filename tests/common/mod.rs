@@ -42,6 +42,44 @@ pub fn registry(models: &[&str]) -> tempfile::TempDir {
     dir
 }
 
+/// The venv with the pinned Python test requirements (tests/python/requirements.txt) in
+/// `target/tmp/python-venv`, created or refreshed when that file changed. `SWITCHYARD_PYTHON`
+/// picks another interpreter. Tests of one binary share it (the lock makes one of them build it).
+pub fn python_venv() -> PathBuf {
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
+    let run = |cmd: &mut std::process::Command| {
+        let status = cmd
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+        assert!(status.success(), "{cmd:?} failed with {status}");
+    };
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-venv");
+    let requirements = repo_root().join("tests/python/requirements.txt");
+    let wanted = std::fs::read_to_string(&requirements).expect("tests/python/requirements.txt");
+    let stamp = dir.join("requirements.installed");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
+        return dir;
+    }
+    let python = std::env::var("SWITCHYARD_PYTHON").unwrap_or_else(|_| "python3".into());
+    let _ = std::fs::remove_dir_all(&dir);
+    run(std::process::Command::new(&python)
+        .args(["-m", "venv"])
+        .arg(&dir));
+    run(std::process::Command::new(dir.join("bin/python"))
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
+        .arg(&requirements));
+    std::fs::write(&stamp, wanted).unwrap();
+    dir
+}
+
 /// Copies model `src` into `reg` as `name`, with `config` as its config.toml (when not empty).
 pub fn add_model(reg: &Path, src: &str, name: &str, config: &str) {
     let default = repo_root().join("models").join(src);
