@@ -61,5 +61,7 @@ fn python_clients() {
         ])
         .current_dir(root())
         .env("SWITCHYARD_BIN", BIN)
+        // Where test_deploy.py keeps the npm packages it installs, across runs.
+        .env("SWITCHYARD_TARGET_TMPDIR", env!("CARGO_TARGET_TMPDIR"))
         .env_remove("ORT_DYLIB_PATH"));
 }

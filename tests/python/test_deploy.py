@@ -371,26 +371,26 @@ def test_hpa_pods_metric_is_served_by_the_adapter_rule(rendered, tmp_path):
         query = (rule["metricsQuery"].replace("<<.Series>>", series)
                  .replace("<<.LabelMatchers>>", 'namespace="ml-serving",pod=~"switchyard-a|switchyard-b"')
                  .replace("<<.GroupBy>>", "pod"))
+        inputs = [({"namespace": "ml-serving", "pod": "switchyard-a", "model": "iris", "version": "1"}, 2),
+                  ({"namespace": "ml-serving", "pod": "switchyard-a", "model": "iris", "version": "2"}, 1),
+                  ({"namespace": "ml-serving", "pod": "switchyard-a", "model": "diabetes", "version": "1"}, 4),
+                  ({"namespace": "ml-serving", "pod": "switchyard-b", "model": "iris", "version": "1"}, 3),
+                  ({"namespace": "other", "pod": "switchyard-a", "model": "iris", "version": "1"}, 100)]
+        series_text = [series + "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+                       for labels, _ in inputs]
         tests.append({
             "interval": "1m",
-            "input_series": [
-                {"series": f'{series}{{namespace="ml-serving",pod="switchyard-a",model="iris",version="1"}}', "values": "2"},
-                {"series": f'{series}{{namespace="ml-serving",pod="switchyard-a",model="iris",version="2"}}', "values": "1"},
-                {"series": f'{series}{{namespace="ml-serving",pod="switchyard-a",model="diabetes",version="1"}}', "values": "4"},
-                {"series": f'{series}{{namespace="ml-serving",pod="switchyard-b",model="iris",version="1"}}', "values": "3"},
-                {"series": f'{series}{{namespace="other",pod="switchyard-a",model="iris",version="1"}}', "values": "100"},
-            ],
+            "input_series": [{"series": t, "values": str(v)} for t, (_, v) in zip(series_text, inputs)],
             "promql_expr_test": [
+                # One number per pod of the namespace: the sum of its queues.
                 {"expr": query, "eval_time": "0m", "exp_samples": [
                     {"labels": '{pod="switchyard-a"}', "value": 7},
                     {"labels": '{pod="switchyard-b"}', "value": 3}]},
+                # The series query finds every series (each has its namespace and pod).
+                {"expr": rule["seriesQuery"], "eval_time": "0m", "exp_samples": [
+                    {"labels": t, "value": v} for t, (_, v) in zip(series_text, inputs)]},
             ],
         })
-        # The series query finds every series (each has its namespace and pod).
-        tests[-1]["promql_expr_test"].append({
-            "expr": rule["seriesQuery"], "eval_time": "0m",
-            "exp_samples": [{"labels": s["series"], "value": float(s["values"])}
-                            for s in tests[-1]["input_series"]]})
     path = tmp_path / "adapter.test.yml"
     path.write_text(yaml.safe_dump({"rule_files": [], "evaluation_interval": "1m", "tests": tests}))
     r = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True)
@@ -484,8 +484,10 @@ def test_manifest_settings_start_the_real_server(rendered, registry, tmp_path, w
         status, body = get(http + endpoint.get("path", "/metrics"))
         assert status == 200, body
         families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+        # The series each pods metric is read from (the adapter's rule; its own name without one).
+        sources = dict(reversed(adapter_metric(r)) for r in adapter_rules())
         for name in hpa_pod_metrics(docs):
-            source = next(adapter_metric(r)[0] for r in adapter_rules() if adapter_metric(r)[1] == name)
+            source = sources.get(name, name)
             assert source in families, f"the server exports no {source} (HPA metric {name})"
             family = families[source]
             assert family.type == "gauge", f"{source} is a {family.type}: AverageValue needs a gauge"
