@@ -93,6 +93,7 @@ pub fn install() -> PrometheusHandle {
             describe_front_ends();
             describe_rollouts();
             describe_monitoring();
+            init_registry_errors();
             // Histograms buffer samples until drained; drain them even if nobody scrapes.
             let upkeep = handle.clone();
             let _ = std::thread::Builder::new()

@@ -26,11 +26,11 @@ class Server:
         self.proc, self.http, self.grpc, self.registry = proc, http, grpc, registry
 
 
-def _start(registry: Path, extra: list[str] | None = None) -> Server:
+def _start(registry: Path, extra: list[str] | None = None, env: dict[str, str] | None = None) -> Server:
     binary = os.environ.get("SWITCHYARD_BIN") or str(ROOT / "target/debug/switchyard")
     cmd = [binary, "--log-format", "json", "serve", "--host", "127.0.0.1", "--http-port", "0",
            "--grpc-port", "0", "--model-repository", str(registry), *(extra or [])]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
     lines: queue.Queue = queue.Queue()
 
     def pump():
@@ -41,11 +41,14 @@ def _start(registry: Path, extra: list[str] | None = None) -> Server:
     threading.Thread(target=pump, daemon=True).start()
     addrs: dict[str, str] = {}
     loaded = False
+    seen: list[str] = []
     deadline = time.time() + 60
     while not loaded or "http" not in addrs:
         line = lines.get(timeout=max(0.1, deadline - time.time()))
         if line is None:
-            raise RuntimeError(f"switchyard exited with {proc.wait()}")
+            last = "".join(seen[-5:])
+            raise RuntimeError(f"switchyard exited with {proc.wait()}; its last log lines:\n{last}")
+        seen.append(line)
         rec = json.loads(line)
         if rec.get("message") == "listening":
             addrs[rec["protocol"]] = rec["addr"]
