@@ -2,7 +2,7 @@
 //! uses (one intra-op thread per session, one session per thread), no network and no scheduler.
 //!
 //! cargo run --release --example ort_throughput -- target/bench-models/mlp_mid/1/model.onnx 64 2 10
-//!   (model, rows per call, threads, seconds)
+//!   (model, rows per call, threads, seconds[, device: cpu (default), cuda or cuda:N])
 
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let path = args
         .get(1)
-        .ok_or("usage: ort_throughput MODEL.onnx [BATCH] [THREADS] [SECONDS]")?;
+        .ok_or("usage: ort_throughput MODEL.onnx [BATCH] [THREADS] [SECONDS] [DEVICE]")?;
     let batch: usize = args
         .get(2)
         .map_or(Ok(64), |s| s.parse())
@@ -29,6 +29,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map_or(Ok(10.0), |s| s.parse())
         .map_err(|e| format!("seconds: {e}"))?;
 
+    let device = match args.get(5) {
+        Some(d) => Device::parse(d)?,
+        None => Device::Cpu,
+    };
+
     let env = switchyard::runtime::library::init(None)?;
     let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
     let model = onnx::load(
@@ -37,7 +42,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &LoadOptions {
             instances: threads,
             intra_op_threads: 1,
-            device: Device::Cpu,
+            device,
         },
     )?;
     let mut inputs = warmup_inputs(&model.signature)?;
@@ -87,7 +92,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let q = |p: f64| all[((all.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e3;
     let calls_s = calls as f64 / elapsed.as_secs_f64();
     println!(
-        "model={path} batch={batch} threads={threads} seconds={:.1}: {:.0} calls/s, {:.0} rows/s, call p50 {:.3} ms, p99 {:.3} ms",
+        "model={path} device={device} batch={batch} threads={threads} seconds={:.1}: {:.0} calls/s, {:.0} rows/s, call p50 {:.3} ms, p99 {:.3} ms",
         elapsed.as_secs_f64(),
         calls_s,
         calls_s * batch as f64,
