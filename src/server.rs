@@ -265,7 +265,9 @@ fn monitoring(args: &ServeArgs) -> Result<Monitoring, StartError> {
 async fn manage_models(models: Arc<ModelManager>, poll: Duration, stop: shutdown::Signal) {
     let loading = models.clone();
     let _ = tokio::task::spawn_blocking(move || loading.load_all()).await;
-    tracing::info!(registry = %models.registry().describe(), mode = models.mode().as_str(), "initial model load finished");
+    if models.initial_load_done() {
+        tracing::info!(registry = %models.registry().describe(), mode = models.mode().as_str(), "initial model load finished");
+    }
     stop.every(poll, || {
         let m = models.clone();
         async move {

@@ -24,6 +24,18 @@ use tokio::net::{TcpListener, TcpStream};
 const BUCKET: &str = "switchyard-models";
 const PREFIX: &str = "prod/registry";
 
+/// moto's S3 server, run like `moto_server` but serving one request at a time: its conditional
+/// writes check the precondition and then write in two steps, so a threaded server could let two
+/// racing writers both succeed; real stores make that one atomic step.
+const MOTO: &str = r#"
+import sys
+from werkzeug.serving import run_simple
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from moto.moto_server.threaded_moto_server import MotoRequestHandler
+run_simple(sys.argv[1], int(sys.argv[2]), DomainDispatcherApplication(create_backend_app),
+           threaded=False, request_handler=MotoRequestHandler)
+"#;
+
 /// A moto S3 server, killed on drop.
 struct S3 {
     child: Child,
@@ -34,7 +46,7 @@ impl S3 {
     fn start() -> Self {
         let venv = python_venv();
         let mut child = Command::new(venv.join("bin/python"))
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", "0"])
+            .args(["-c", MOTO, "127.0.0.1", "0"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -285,13 +297,18 @@ async fn publish_swap_corrupt_pin_and_remove_through_s3_with_no_failed_request()
         .put(&key("bc/3/model.onnx"), bytes.into())
         .await
         .unwrap();
-    wait_for("version 3 refused", 30, async || {
-        let (_, st) = s.get("/v2/models/bc/versions/3/ready").await;
+    wait_for("version 3 refused for its sha256", 30, async || {
         let (_, index) = s.post_json("/v2/repository/index", &json!({})).await;
-        let _ = st;
-        index.to_string().contains("sha256")
+        index.as_array().into_iter().flatten().any(|e| {
+            e["name"] == "bc"
+                && e["version"] == "3"
+                && e["state"] == "UNAVAILABLE"
+                && e["reason"].as_str().is_some_and(|r| r.contains("sha256"))
+        })
     })
     .await;
+    let (status, _) = s.get("/v2/models/bc/versions/3/ready").await;
+    assert_ne!(status, 200, "a corrupt version is never ready");
     assert_eq!(served_version(&s).await.as_deref(), Some("2"));
 
     // Pin version 1: the pin is written to the bucket (conditionally) and followed.
@@ -330,9 +347,13 @@ async fn publish_swap_corrupt_pin_and_remove_through_s3_with_no_failed_request()
     assert!(ok > 100, "callers made progress: {ok}");
     assert_eq!(failed, 0, "no request failed during the swaps: {errors:?}");
     // The cache holds verified copies under their ETag's name.
-    let cached = std::fs::read_dir(cache.path().join("bc/1"))
+    let namespace = std::fs::read_dir(cache.path())
         .unwrap()
-        .count();
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let cached = std::fs::read_dir(namespace.join("bc/1")).unwrap().count();
     assert_eq!(cached, 1);
 }
 
@@ -461,4 +482,39 @@ async fn a_store_outage_keeps_serving_shows_errors_and_recovers() {
     let (ok, failed, errs) = callers.finish().await;
     assert!(ok > 0);
     assert_eq!(failed, 0, "no request failed during the outage: {errs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_store_down_at_start_keeps_the_server_unready_until_it_answers() {
+    let s3 = S3::start();
+    let store = s3.store();
+    publish(&store, "breast_cancer", 1, "bc", 1).await;
+    let proxy = Proxy::start(&s3.endpoint).await;
+    proxy.down();
+    let cache = tempfile::tempdir().unwrap();
+    // The default control mode (none): only the initial load reads the registry.
+    let url = format!("s3://{BUCKET}/{PREFIX}");
+    let mut a = common::args(FsPath::new(&url));
+    a.registry_cache_dir = Some(cache.path().to_path_buf());
+    a.registry_options = options(&proxy.endpoint);
+    a.repository_poll_secs = 0.2;
+    let s = TestServer::start_with(a).await;
+    wait_for("registry errors counted", 30, async || {
+        metric_sum(
+            &s.text("/metrics").await,
+            "switchyard_registry_errors_total",
+            &[],
+        ) > 0.0
+    })
+    .await;
+    let (ready, _) = s.get("/v2/health/ready").await;
+    assert_eq!(ready, 503, "not ready with nothing loaded");
+    let (live, _) = s.get("/v2/health/live").await;
+    assert_eq!(live, 200);
+    proxy.up();
+    wait_for("ready once the store answers", 60, async || {
+        s.get("/v2/health/ready").await.0 == 200
+    })
+    .await;
+    assert_eq!(served_version(&s).await.as_deref(), Some("1"));
 }

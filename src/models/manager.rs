@@ -167,7 +167,9 @@ impl ModelManager {
         self.control.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The initial load. Blocking: call it from a blocking thread.
+    /// The initial load. Blocking: call it from a blocking thread. A registry that cannot be
+    /// listed (an object store not reachable yet) leaves the initial load not done, so the server
+    /// is not ready; each poll tries again.
     pub fn load_all(&self) {
         let names: Vec<String> = match self.registry.models() {
             Ok(models) => match self.options.mode {
@@ -185,8 +187,9 @@ impl ModelManager {
                 _ => models,
             },
             Err(e) => {
-                tracing::error!(registry = %self.registry.describe(), error = %e, "cannot list models");
-                Vec::new()
+                tracing::error!(registry = %self.registry.describe(), error = %e,
+                    "cannot list models; not ready until the registry answers");
+                return;
             }
         };
         let mut control = self.lock();
@@ -201,6 +204,10 @@ impl ModelManager {
     /// One polling pass: follow the registry (new, changed and removed models and versions).
     /// In the other modes only the routing policy (pinned versions) is refreshed.
     pub fn poll(&self) {
+        if !self.initial_load_done() {
+            self.load_all();
+            return;
+        }
         if self.options.mode != ControlMode::Poll {
             self.refresh_routing();
             return;
@@ -441,12 +448,22 @@ impl ModelManager {
         });
     }
 
+    /// A read of the registry failed: the model's failure, unless the registry's store is failing
+    /// (then it is the store's: the model keeps what it has and the next poll reads again).
+    fn fail_read(&self, model: &str, reason: String, pass: Pass) {
+        if self.registry.degraded() {
+            tracing::debug!(model, %reason, "registry unavailable; keeping the model as it is");
+            return;
+        }
+        self.fail_model(model, reason, pass)
+    }
+
     /// Brings one model in line with the registry: settings, the versions its policy selects,
     /// its routing policy. Versions load one by one and are published as each is ready.
     fn sync_model(&self, control: &mut Control, model: &str, pass: Pass) {
         let config_text = match self.registry.read(model, None, CONFIG_FILE) {
             Ok(t) => t,
-            Err(e) => return self.fail_model(model, e.to_string(), pass),
+            Err(e) => return self.fail_read(model, e.to_string(), pass),
         };
         let ctl = control.models.entry(model.to_string()).or_default();
         if pass == Pass::WhenStable && ctl.failed_config.as_ref() == Some(&config_text) {
@@ -465,7 +482,7 @@ impl ModelManager {
         ctl.failed_config = None;
         let available = match self.registry.versions(model) {
             Ok(v) => v,
-            Err(e) => return self.fail_model(model, e.to_string(), pass),
+            Err(e) => return self.fail_read(model, e.to_string(), pass),
         };
         let selected = settings.version_policy.select(&available);
         if selected.is_empty() {
@@ -545,7 +562,11 @@ impl ModelManager {
                 continue;
             }
             fs.applied = stamp;
-            self.load_version(model, v, &settings, config_changed);
+            if !self.load_version(model, v, &settings, config_changed) && self.registry.degraded() {
+                // The store failed while the version was read: the file may well be fine.
+                // Try it again once the store answers (a poll with an unchanged file would not).
+                fs.applied = None;
+            }
         }
         ctl.applied_config = Some(config_text);
 
@@ -571,7 +592,14 @@ impl ModelManager {
     }
 
     /// Loads one version off the serving path and swaps it in, or records why it was refused.
-    fn load_version(&self, model: &str, v: u64, settings: &Resolved, settings_changed: bool) {
+    /// False when it was refused or failed.
+    fn load_version(
+        &self,
+        model: &str,
+        v: u64,
+        settings: &Resolved,
+        settings_changed: bool,
+    ) -> bool {
         let started = Instant::now();
         let (current, reference) = {
             let table = self.snapshot();
@@ -596,6 +624,7 @@ impl ModelManager {
             });
         }
         // A panic anywhere in loading fails this version only; the manager and the rest serve on.
+        let mut ok = true;
         let result = catch_panic(|| {
             loader::read_model(self.registry.as_ref(), model, v).and_then(|(bytes, sha256)| {
                 if let Some(cur) = &current
@@ -648,6 +677,7 @@ impl ModelManager {
                 drop(current);
             }
             Err(reason) => {
+                ok = false;
                 metrics::record_load(model, started.elapsed(), false);
                 if current.is_some() {
                     tracing::error!(model, version = v, %reason, "new model file refused; the previous one keeps serving");
@@ -672,6 +702,7 @@ impl ModelManager {
             }
         }
         self.update_loaded_gauge(model);
+        ok
     }
 
     fn update_loaded_gauge(&self, model: &str) {

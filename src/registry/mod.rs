@@ -65,21 +65,21 @@ pub enum RegistryError {
     /// unparseable content).
     #[error("{path}: {reason}")]
     Refused { path: String, reason: String },
-    /// An object store's answer or failure (after its own retries).
-    #[error("{path}: {source}")]
+    /// An object store's answer or failure (after its own retries). `kind` is what callers see;
+    /// the store's own message (which may quote request details) is the source, for the log.
+    #[error("{path}: {kind}")]
     Store {
         /// Relative to the registry root.
         path: String,
+        kind: &'static str,
         #[source]
         source: object_store::Error,
     },
-    /// The store failed recently; no call is made until the backoff ends.
-    #[error("{registry} is unreachable; next try in {retry_in_ms} ms (last error: {last})")]
-    Unreachable {
-        registry: String,
-        retry_in_ms: u64,
-        last: String,
-    },
+    /// The store failed recently; no read is made until the backoff ends.
+    #[error(
+        "{registry} is unreachable (retrying with backoff; the server log has the store's error)"
+    )]
+    Unreachable { registry: String },
 }
 
 pub trait Registry: Send + Sync + 'static {
@@ -105,6 +105,12 @@ pub trait Registry: Send + Sync + 'static {
         version: Option<u64>,
         file: &str,
     ) -> Result<Option<Stamp>, RegistryError>;
+    /// Whether the backend's store failed recently (it is backing off): a read that failed now
+    /// may be the store's fault rather than the file's, so the manager tries it again later and
+    /// does not report it as the model's failure.
+    fn degraded(&self) -> bool {
+        false
+    }
     /// The model's routing policy (default when none was written).
     fn routing(&self, model: &str) -> Result<Routing, RegistryError>;
     /// Changes the routing policy atomically: concurrent writers (other replicas, other

@@ -4,18 +4,23 @@
 //!
 //! - Models and versions are found by listing; a model file's change is seen in its ETag and
 //!   size (the [`Stamp`]), so the manager's stable-file rule and refusal rules apply unchanged.
-//! - `model.onnx` is downloaded into `--registry-cache-dir` under a name derived from its ETag:
-//!   a temporary file, checked (length, and on S3 the MD5 a single-part ETag is), then renamed, so
-//!   a partial download is never used and a restart reuses what it has. The loader then checks the
-//!   bytes against metadata.json's sha256 exactly as for a folder.
+//! - `model.onnx` is fetched by its ETag (If-Match, so a file replaced mid-download is not mixed
+//!   up), its length checked, and kept in `--registry-cache-dir` (a folder per registry URL, this
+//!   user's only) under a name holding its ETag and its sha256: written to a temporary file, then
+//!   renamed, so a partial download is never used; a cached copy is used only while the store has
+//!   the same object and its bytes still hash to its name, so a restart reuses what it has. The
+//!   loader then checks the bytes against metadata.json's sha256 exactly as for a folder.
 //! - routing.toml (the pin and the rollout) is changed by compare-and-swap: read with its ETag,
 //!   write with `PutMode::Update` (or `Create` when there was none), and on a lost race read again.
 //!   Two replicas promoting at once never lose an update. A `file://` registry has no conditional
 //!   update in `object_store`, so its routing goes through the folder backend's lock.
 //! - A store that fails (unreachable, throttled, 5xx) is retried by `object_store` with backoff;
-//!   when it still fails, this backend backs off further (0.5 s doubling to 30 s) and answers from
-//!   no network meanwhile, so the manager keeps serving what is loaded. Each failure counts in
-//!   `switchyard_registry_errors_total{operation}` and the first and the recovery are logged.
+//!   when it still fails, this backend backs off further (0.5 s doubling to 30 s) and reads nothing
+//!   meanwhile (writes of routing state still try), so the manager keeps serving what is loaded and
+//!   retries what failed once the store is back ([`Registry::degraded`]). Each failure counts in
+//!   `switchyard_registry_errors_total{operation}`; the first and the recovery are logged, and
+//!   callers see a short, stable reason (the store's own error, which may quote request details,
+//!   stays in the log).
 //!
 //! The [`Registry`] trait is synchronous (the manager runs on blocking threads); the store's
 //! futures run on a small runtime of this backend's own, so any thread may call it.
@@ -110,7 +115,6 @@ macro_rules! configured {
 struct Health {
     failures: u32,
     retry_at: Option<Instant>,
-    last_error: String,
 }
 
 pub struct ObjectRegistry {
@@ -119,9 +123,8 @@ pub struct ObjectRegistry {
     root: Path,
     /// The URL as given, without query or credentials: for logs and messages.
     url: String,
+    /// This registry's folder in the cache (namespaced by the URL).
     cache: PathBuf,
-    /// On S3 a single-part upload's ETag is the MD5 of its bytes: check downloads against it.
-    etag_is_md5: bool,
     /// `file://`: routing state goes through the folder backend's lock.
     local: Option<FolderRegistry>,
     runtime: Option<tokio::runtime::Runtime>,
@@ -154,7 +157,7 @@ impl ObjectRegistry {
         if scheme != "file" && parsed.host_str().is_none_or(str::is_empty) {
             return Err(OpenError::NoBucket(shown));
         }
-        let prefix = Path::from(parsed.path().trim_matches('/'));
+        let prefix = Path::from_url_path(parsed.path()).map_err(|e| store_err(e.into()))?;
         let (store, root, local): (Arc<dyn ObjectStore>, Path, Option<FolderRegistry>) =
             match scheme.as_str() {
                 "s3" | "s3a" => {
@@ -203,10 +206,19 @@ impl ObjectRegistry {
                 }
                 other => return Err(OpenError::Scheme(other.to_string())),
             };
-        std::fs::create_dir_all(cache_dir).map_err(|source| OpenError::Cache {
+        let cache = private_cache(cache_dir, &shown).map_err(|source| OpenError::Cache {
             path: cache_dir.display().to_string(),
             source,
         })?;
+        if std::env::var_os("AWS_PROFILE").is_some()
+            && std::env::var_os("AWS_ACCESS_KEY_ID").is_none()
+            && matches!(scheme.as_str(), "s3" | "s3a")
+        {
+            tracing::warn!(
+                "AWS_PROFILE is set, but profiles are not read here: give the credentials as \
+                 AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a web identity (IRSA) or an instance role"
+            );
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("sy-registry-io")
@@ -218,9 +230,8 @@ impl ObjectRegistry {
         Ok(Self {
             store,
             root,
-            etag_is_md5: matches!(scheme.as_str(), "s3" | "s3a"),
             url: shown,
-            cache: cache_dir.to_path_buf(),
+            cache,
             local,
             runtime: Some(runtime),
             health: Mutex::new(Health::default()),
@@ -246,11 +257,10 @@ impl ObjectRegistry {
         T: Send + 'static,
         F: Future<Output = object_store::Result<T>> + Send + 'static,
     {
-        if let Some(wait) = self.backing_off() {
+        // Reads wait out the backoff; a write (an operator's promote, a rollback) always tries.
+        if operation != "put" && self.backing_off().is_some() {
             return Err(StoreFailure::Registry(RegistryError::Unreachable {
                 registry: self.url.clone(),
-                retry_in_ms: wait.as_millis() as u64,
-                last: self.lock_health().last_error.clone(),
             }));
         }
         let Some(runtime) = &self.runtime else {
@@ -265,7 +275,8 @@ impl ObjectRegistry {
                 self.succeeded();
                 Ok(value)
             }
-            Ok(Err(e)) if is_answer(&e) => {
+            // A listing that finds no bucket is a broken registry, not an absent file.
+            Ok(Err(e)) if is_answer(&e) && !(operation == "list" && is_not_found(&e)) => {
                 // The store answered (not found, precondition): it is reachable.
                 self.succeeded();
                 Err(StoreFailure::Store(e))
@@ -280,6 +291,10 @@ impl ObjectRegistry {
 
     fn lock_health(&self) -> std::sync::MutexGuard<'_, Health> {
         self.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is_degraded(&self) -> bool {
+        self.lock_health().failures > 0
     }
 
     fn backing_off(&self) -> Option<Duration> {
@@ -304,7 +319,6 @@ impl ObjectRegistry {
             .saturating_mul(1u32 << (health.failures - 1).min(16))
             .min(MAX_BACKOFF);
         health.retry_at = Some(Instant::now() + pause);
-        health.last_error = e.to_string();
         if health.failures == 1 {
             tracing::warn!(registry = %self.url, operation, error = %e,
                 "object store call failed; serving what is loaded and retrying with backoff");
@@ -356,8 +370,11 @@ impl ObjectRegistry {
         let key = self.key(rel);
         let got = self.call("get", rel, async move {
             let result = store.get(&key).await?;
-            let e_tag = result.meta.e_tag.clone();
-            Ok((result.bytes().await?.to_vec(), e_tag))
+            let version = UpdateVersion {
+                e_tag: result.meta.e_tag.clone(),
+                version: result.meta.version.clone(),
+            };
+            Ok((result.bytes().await?.to_vec(), version))
         });
         match got {
             Ok(found) => Ok(Some(found)),
@@ -383,61 +400,85 @@ impl ObjectRegistry {
             return Ok(None);
         };
         let dir = self.cache.join(model).join(version.to_string());
-        let tag = cache_tag(meta.e_tag.as_deref(), meta.size, meta.last_modified);
-        let cached = dir.join(format!("{MODEL_FILE}.{tag}"));
-        let io = |e: std::io::Error| {
-            tracing::warn!(path = %cached.display(), error = %e, "registry cache I/O error");
-            RegistryError::Io {
-                path: format!("{rel} (cached copy)"),
-                source: e,
-            }
-        };
-        match std::fs::read(&cached) {
-            Ok(bytes) if bytes.len() as u64 == meta.size => return Ok(Some(bytes)),
-            // A cached copy of another length cannot be this object: fetch it again.
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(e)),
+        // `model.onnx.<object tag>-<sha256 of the bytes>`: which object, and what it must hash to.
+        let stem = format!(
+            "{MODEL_FILE}.{}-",
+            cache_tag(meta.e_tag.as_deref(), meta.size, meta.last_modified)
+        );
+        if let Some(bytes) = self.cached(&dir, &stem, meta.size) {
+            return Ok(Some(bytes));
         }
-        std::fs::create_dir_all(&dir).map_err(io)?;
-        let bytes = self.download(&rel, &meta, &dir, &cached)?;
-        // Older copies of this version's file are of no further use.
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            for entry in entries.flatten() {
-                let name = entry.file_name();
-                let name = name.to_string_lossy();
-                if name.starts_with(MODEL_FILE) && entry.path() != cached {
-                    let _ = std::fs::remove_file(entry.path());
+        let bytes = self.download(&rel, &meta)?;
+        let digest = hex(&<Sha256 as sha2::Digest>::digest(&bytes));
+        let keep = || -> std::io::Result<()> {
+            std::fs::create_dir_all(&dir)?;
+            static NEXT: AtomicU64 = AtomicU64::new(0);
+            let tmp = dir.join(format!(
+                ".download-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ));
+            let written = std::fs::File::create_new(&tmp).and_then(|mut f| {
+                f.write_all(&bytes)?;
+                f.sync_all()
+            });
+            match written.and_then(|()| std::fs::rename(&tmp, dir.join(format!("{stem}{digest}"))))
+            {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    Err(e)
                 }
             }
+        };
+        match keep() {
+            // Older copies of this version's file are of no further use.
+            Ok(()) => remove_entries(&dir, |name| {
+                (name.starts_with(MODEL_FILE) && !name.starts_with(&stem))
+                    || name.starts_with(".download-")
+            }),
+            // The bytes are good; only the cache failed. Serve them, and say so.
+            Err(e) => tracing::warn!(path = %dir.display(), error = %e,
+                "cannot keep a cached copy of a model file"),
         }
         Ok(Some(bytes))
     }
 
-    /// Downloads exactly the object `meta` describes (If-Match its ETag) into a temporary file
-    /// beside `dest`, checks it, and renames it into place.
+    /// The cached copy named `<stem><sha256>`, if it is there, of the listed length, and still
+    /// hashes to its name; one that does not is removed (it is fetched again).
+    fn cached(&self, dir: &FsPath, stem: &str, size: u64) -> Option<Vec<u8>> {
+        let entry = std::fs::read_dir(dir)
+            .ok()?
+            .flatten()
+            .find(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(stem)))?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let bytes = std::fs::read(&path).ok()?;
+        let digest = hex(&<Sha256 as sha2::Digest>::digest(&bytes));
+        if bytes.len() as u64 == size && name[stem.len()..] == digest {
+            return Some(bytes);
+        }
+        tracing::warn!(path = %path.display(), "cached model file does not match its name; fetching it again");
+        let _ = std::fs::remove_file(&path);
+        None
+    }
+
+    /// Downloads exactly the object `meta` describes (If-Match its ETag) and checks its length.
     fn download(
         &self,
         rel: &str,
         meta: &object_store::ObjectMeta,
-        dir: &FsPath,
-        dest: &FsPath,
     ) -> Result<Vec<u8>, RegistryError> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let tmp = dir.join(format!(
-            ".download-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
         let store = self.store.clone();
         let key = self.key(rel);
         let options = GetOptions {
             if_match: meta.e_tag.clone(),
             ..GetOptions::default()
         };
+        let capacity = usize::try_from(meta.size).unwrap_or(0);
         let fetched = self.call("get", rel, async move {
             let mut stream = store.get_opts(&key, options).await?.into_stream();
-            let mut bytes = Vec::new();
+            let mut bytes = Vec::with_capacity(capacity);
             while let Some(chunk) = stream.next().await {
                 bytes.extend_from_slice(&chunk?);
             }
@@ -455,33 +496,44 @@ impl ObjectRegistry {
             }
             Err(f) => return Err(f.into_error(rel)),
         };
-        if let Some(reason) = verify(&bytes, meta, self.etag_is_md5) {
-            tracing::warn!(registry = %self.url, path = rel, %reason, "download refused");
+        if bytes.len() as u64 != meta.size {
+            let reason = format!(
+                "download refused: {} bytes arrived, the store lists {}",
+                bytes.len(),
+                meta.size
+            );
+            tracing::warn!(registry = %self.url, path = rel, %reason);
             return Err(RegistryError::Refused {
                 path: rel.to_string(),
-                reason: format!("download refused: {reason}"),
+                reason,
             });
-        }
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create_new(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, dest)
-        };
-        if let Err(e) = write() {
-            let _ = std::fs::remove_file(&tmp);
-            // The bytes are good; only the cache failed. Serve them, and say so.
-            tracing::warn!(path = %dest.display(), error = %e, "cannot keep a cached copy of a model file");
         }
         self.downloads.fetch_add(1, Ordering::Relaxed);
         tracing::info!(registry = %self.url, path = rel, bytes = bytes.len(), "model file downloaded");
         Ok(bytes)
     }
 
-    /// routing.toml with its ETag (`None`: no file yet).
-    fn read_routing(&self, model: &str) -> Result<(Routing, Option<String>), RegistryError> {
+    /// Forgets cached copies of models (`model = None`) or versions no longer in the registry.
+    fn prune_cache(&self, model: Option<&str>, present: &[String]) {
+        let dir = match model {
+            Some(m) => self.cache.join(m),
+            None => self.cache.clone(),
+        };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !present.contains(&name) && entry.path().is_dir() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+
+    /// routing.toml with its version (`None`: no file yet).
+    fn read_routing(&self, model: &str) -> Result<(Routing, Option<UpdateVersion>), RegistryError> {
         let rel = format!("{model}/{ROUTING_FILE}");
-        let Some((bytes, e_tag)) = self.get(&rel)? else {
+        let Some((bytes, version)) = self.get(&rel)? else {
             return Ok((Routing::default(), None));
         };
         let text = String::from_utf8(bytes).map_err(|_| RegistryError::Refused {
@@ -492,7 +544,7 @@ impl ObjectRegistry {
             path: rel.clone(),
             reason,
         })?;
-        Ok((routing, e_tag))
+        Ok((routing, Some(version)))
     }
 }
 
@@ -505,8 +557,9 @@ impl Drop for ObjectRegistry {
     }
 }
 
-/// An object's bytes and its ETag.
-type Tagged = (Vec<u8>, Option<String>);
+/// An object's bytes and its version (ETag, and the generation where the store has one: GCS's
+/// conditional writes need it).
+type Tagged = (Vec<u8>, UpdateVersion);
 
 /// A store call's failure: the store's own error (the caller decides what NotFound or a
 /// precondition means) or one already put as the registry's.
@@ -518,16 +571,21 @@ enum StoreFailure {
 impl StoreFailure {
     fn into_error(self, rel: &str) -> RegistryError {
         match self {
-            StoreFailure::Store(source) => RegistryError::Store {
-                path: rel.to_string(),
-                source,
-            },
+            StoreFailure::Store(source) => {
+                tracing::warn!(path = rel, error = %source, "object store error");
+                RegistryError::Store {
+                    path: rel.to_string(),
+                    kind: kind(&source),
+                    source,
+                }
+            }
             StoreFailure::Registry(e) => e,
         }
     }
 }
 
-/// Errors that are the store's answer about an object, not a failure to reach it.
+/// Errors that are the store's answer about an object (or a name in a listing object_store
+/// cannot parse), not a failure to reach it: no backoff for them.
 fn is_answer(e: &object_store::Error) -> bool {
     matches!(
         e,
@@ -535,7 +593,32 @@ fn is_answer(e: &object_store::Error) -> bool {
             | object_store::Error::Precondition { .. }
             | object_store::Error::AlreadyExists { .. }
             | object_store::Error::NotModified { .. }
+            | object_store::Error::InvalidPath { .. }
     )
+}
+
+fn is_not_found(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::NotFound { .. })
+}
+
+/// What callers are told of a store error: short and the same every time (so a model's recorded
+/// failure is not re-reported at each poll), without the request details the store's own message
+/// may quote; that goes to the log.
+fn kind(e: &object_store::Error) -> &'static str {
+    use object_store::Error as E;
+    match e {
+        E::NotFound { .. } => "not found in the object store (or no such bucket)",
+        E::Precondition { .. } => "changed by another writer meanwhile",
+        E::AlreadyExists { .. } => "created by another writer meanwhile",
+        E::NotModified { .. } => "not modified",
+        E::InvalidPath { .. } => "the listing holds a name that is not a valid object path",
+        E::PermissionDenied { .. } => "access denied by the object store",
+        E::Unauthenticated { .. } => "the object store refused the credentials",
+        E::NotSupported { .. } | E::NotImplemented { .. } => {
+            "an operation this object store does not support"
+        }
+        _ => "the object store failed (the server log has its error)",
+    }
 }
 
 fn stopped(rel: &str) -> RegistryError {
@@ -588,6 +671,16 @@ fn client_options() -> ClientOptions {
 
 /// The URL for logs and messages: scheme, bucket and prefix; never a user, password or query.
 fn shown_url(url: &url::Url) -> String {
+    if url.scheme() == "file" {
+        // Never an absolute local path: messages reach callers.
+        let last = url
+            .path()
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or_default();
+        return format!("file://.../{last}");
+    }
     let host = url.host_str().unwrap_or_default();
     format!("{}://{host}{}", url.scheme(), url.path())
 }
@@ -605,27 +698,44 @@ fn cache_tag(e_tag: Option<&str>, size: u64, modified: chrono::DateTime<chrono::
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Why downloaded bytes are not the object the listing described, if they are not.
-fn verify(bytes: &[u8], meta: &object_store::ObjectMeta, etag_is_md5: bool) -> Option<String> {
-    if bytes.len() as u64 != meta.size {
-        return Some(format!(
-            "{} bytes arrived, the store lists {}",
-            bytes.len(),
-            meta.size
-        ));
-    }
-    let etag = meta.e_tag.as_deref()?.trim_matches('"');
-    // A single-part S3 upload's ETag is the hex MD5 of the bytes; a multipart one has a '-'.
-    if etag_is_md5 && etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit()) {
-        let md5: String = <md5::Md5 as md5::Digest>::digest(bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        if !md5.eq_ignore_ascii_case(etag) {
-            return Some(format!("the bytes' MD5 {md5} differs from the ETag {etag}"));
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Removes the files in `dir` whose names `doomed` picks (best effort: a cache).
+fn remove_entries(dir: &FsPath, doomed: impl Fn(&str) -> bool) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_str().is_some_and(&doomed) {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
-    None
+}
+
+/// This registry's folder under `cache_dir`: one per registry URL (two registries never share
+/// copies), created readable by this user only, and refused if another user owns it (cached
+/// bytes are trusted only as far as their folder is).
+fn private_cache(cache_dir: &FsPath, url: &str) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let digest = <Sha256 as sha2::Digest>::digest(url.as_bytes());
+    let dir = cache_dir.join(format!("registry-{}", hex(&digest[..8])));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)?;
+    let meta = std::fs::symlink_metadata(&dir)?;
+    if !meta.is_dir() || meta.uid() != rustix::process::geteuid().as_raw() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is not a folder of this user's (a link, or another user's)",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(dir)
 }
 
 impl Registry for ObjectRegistry {
@@ -641,6 +751,7 @@ impl Registry for ObjectRegistry {
                 Err(e) => self.warn_once(&name, &e.to_string()),
             }
         }
+        self.prune_cache(None, &out);
         Ok(out)
     }
 
@@ -652,7 +763,13 @@ impl Registry for ObjectRegistry {
             .filter_map(|n| version_folder(n))
             .collect();
         versions.sort_unstable();
+        let present: Vec<String> = versions.iter().map(u64::to_string).collect();
+        self.prune_cache(Some(model), &present);
         Ok(versions)
+    }
+
+    fn degraded(&self) -> bool {
+        self.is_degraded()
     }
 
     fn read(
@@ -715,7 +832,7 @@ impl Registry for ObjectRegistry {
             });
         }
         for attempt in 0..CAS_ATTEMPTS {
-            let (before, e_tag) = self.read_routing(model)?;
+            let (before, version) = self.read_routing(model)?;
             let mut routing = before.clone();
             change(&mut routing);
             // A change that changed nothing (a decision another replica already made, a refusal)
@@ -727,12 +844,17 @@ impl Registry for ObjectRegistry {
                 path: rel.clone(),
                 reason,
             })?;
-            let mode = match e_tag {
-                Some(e_tag) => PutMode::Update(UpdateVersion {
-                    e_tag: Some(e_tag),
-                    version: None,
-                }),
+            let mode = match version {
                 None => PutMode::Create,
+                Some(v) if v.e_tag.is_none() && v.version.is_none() => {
+                    return Err(RegistryError::Refused {
+                        path: rel,
+                        reason: "the store gave no ETag or generation for it, so it cannot be \
+                                 changed conditionally"
+                            .into(),
+                    });
+                }
+                Some(v) => PutMode::Update(v),
             };
             let store = self.store.clone();
             let key = self.key(&rel);
@@ -778,34 +900,6 @@ fn tag_hash(e_tag: &str) -> u64 {
 mod tests {
     use super::*;
 
-    fn meta(size: u64, e_tag: Option<&str>) -> object_store::ObjectMeta {
-        object_store::ObjectMeta {
-            location: Path::from("m/1/model.onnx"),
-            last_modified: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
-            size,
-            e_tag: e_tag.map(str::to_string),
-            version: None,
-        }
-    }
-
-    #[test]
-    fn downloads_are_checked_against_the_listing() {
-        let bytes = b"hello";
-        // MD5("hello") = 5d41402abc4b2a76b9719d911017c592
-        let good = meta(5, Some("\"5d41402abc4b2a76b9719d911017c592\""));
-        assert_eq!(verify(bytes, &good, true), None);
-        let short = verify(b"hell", &good, true).unwrap();
-        assert!(
-            short.contains("4 bytes arrived, the store lists 5"),
-            "{short}"
-        );
-        let other = meta(5, Some("\"00000000000000000000000000000000\""));
-        assert!(verify(bytes, &other, true).unwrap().contains("MD5"));
-        // Not an MD5 (multipart, or not S3): only the length is checked.
-        assert_eq!(verify(bytes, &meta(5, Some("\"abc-2\"")), true), None);
-        assert_eq!(verify(bytes, &other, false), None);
-    }
-
     #[test]
     fn cache_names_follow_the_object() {
         let t = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
@@ -839,6 +933,8 @@ mod tests {
         );
         let u = url::Url::parse("s3://user:secret@bucket/models?x=1").unwrap();
         assert_eq!(shown_url(&u), "s3://bucket/models");
+        let u = url::Url::parse("file:///srv/secret/place/models/").unwrap();
+        assert_eq!(shown_url(&u), "file://.../models");
     }
 
     /// The whole backend over a `file://` folder (the S3 path is tested against a real S3 server
@@ -885,11 +981,24 @@ mod tests {
             b"two, changed"
         );
         assert_eq!(reg.downloads(), 2);
-        let kept: Vec<_> = std::fs::read_dir(cache.path().join("iris/2"))
+        let version_dir = reg.cache.join("iris/2");
+        let kept: Vec<_> = std::fs::read_dir(&version_dir)
             .unwrap()
-            .map(|e| e.unwrap().file_name())
+            .map(|e| e.unwrap().path())
             .collect();
         assert_eq!(kept.len(), 1, "old copies are removed: {kept:?}");
+        // A cached copy whose bytes no longer hash to its name is dropped and fetched again.
+        std::fs::write(&kept[0], b"two, chang3d").unwrap();
+        assert_eq!(
+            reg.read("iris", Some(2), MODEL_FILE).unwrap().unwrap(),
+            b"two, changed"
+        );
+        assert_eq!(reg.downloads(), 3);
+        // Versions and models gone from the registry leave the cache.
+        std::fs::remove_dir_all(root.path().join("iris/2")).unwrap();
+        assert_eq!(reg.versions("iris").unwrap(), vec![1]);
+        assert!(!version_dir.exists());
+        assert!(!reg.describe().contains(&root.path().display().to_string()));
         // Routing goes through the folder lock and reads back through the store.
         let r = reg
             .update_routing("iris", &mut |r| r.pinned_version = Some(1))
