@@ -663,10 +663,13 @@ fn retry() -> RetryConfig {
     }
 }
 
+/// No deadline for a whole request (a large model takes what the link needs), but one for each
+/// read, so a store that stops answering mid-way fails in 30 s rather than never.
 fn client_options() -> ClientOptions {
     ClientOptions::new()
         .with_connect_timeout(Duration::from_secs(5))
-        .with_timeout(Duration::from_secs(120))
+        .with_timeout_disabled()
+        .with_read_timeout(Duration::from_secs(30))
 }
 
 /// The URL for logs and messages: scheme, bucket and prefix; never a user, password or query.
