@@ -277,8 +277,19 @@ def cmd_watch_rollout(a):
     keys = [f"user-{i}" for i in range(a.keys)]
     deadline = time.monotonic() + a.timeout
     seen = {n: [] for n, _ in names}  # distinct states, in order, per replica
-    agreed = []
-    sticky_done = set()
+    # States every replica showed together, kept across watches of one rollout (--agreed), so a
+    # replica still showing the state the last watch ended on is not taken for one that skipped it.
+    agreed, sticky_done = [], set()
+    if a.agreed and os.path.exists(a.agreed):
+        with open(a.agreed) as f:
+            kept = json.load(f)
+        agreed, sticky_done = kept["agreed"], set(kept["sticky_checked"])
+
+    def keep():
+        if a.agreed:
+            with open(a.agreed, "w") as f:
+                json.dump({"agreed": agreed, "sticky_checked": sorted(sticky_done)}, f)
+
     while True:
         states = {n: rollout_of(u, a.model) for n, u in names}
         for n, s in states.items():
@@ -288,6 +299,7 @@ def cmd_watch_rollout(a):
         together = first is not None and all(s == first for s in states.values())
         if together and first not in agreed:
             agreed.append(first)
+            keep()
             print(
                 f"ok: {' and '.join(states)} agree: rollout {first['id']}: {describe_rollout(first)}"
             )
@@ -301,6 +313,7 @@ def cmd_watch_rollout(a):
             after = {n: rollout_of(u, a.model) for n, u in names}
             if all(s == first for s in after.values()):  # no replica moved while the keys were sent
                 sticky_done.add(first["step"])
+                keep()
                 split = [
                     k
                     for k, by in answers.items()
@@ -588,6 +601,7 @@ def main():
     s.add_argument("--sticky-header", required=True)
     s.add_argument("--keys", type=int, default=16)
     s.add_argument("--until-step", type=int, default=0)
+    s.add_argument("--agreed", help="a file keeping the agreed states between watches")
     s.add_argument("--timeout", type=float, default=60)
     s.add_argument("replica", nargs="+")
     s.set_defaults(fn=cmd_watch_rollout)

@@ -247,8 +247,10 @@ echo "   traffic: about $RATE requests/s to each replica, three in four with a r
 "$BIN" rollout start "$MODEL" --candidate 2 --kind ab --sticky-header "$STICKY" --steps "$STEPS" \
     --interval "$INTERVAL" --min-requests 20 --compare-fraction 0 --max-p99-ratio 3 \
     --p99-slack-ms 50 --failure-limit 3 --server "$A_URL" | awk 'NF == 0 { done = 1 } !done { print "   " $0 }'
+rm -f "$DIR/rollout-agreed.json"
 watch() { fleet watch-rollout --model "$MODEL" --baseline "models/$MODEL/1/baseline.json" \
-    --sticky-header "$STICKY" --timeout "$ROLLOUT_TIMEOUT" "$@" "${REPLICAS[@]}"; }
+    --sticky-header "$STICKY" --timeout "$ROLLOUT_TIMEOUT" --agreed "$DIR/rollout-agreed.json" \
+    "$@" "${REPLICAS[@]}"; }
 if [ "$PROMOTE" = operator ]; then
     watch --until-step 1
     echo "   switchyard rollout promote $MODEL --server $B_URL   (replica B this time)"
