@@ -81,8 +81,9 @@ def cmd_publish(a):
     version_dir = os.path.join(model_dir, str(a.version))
     if not os.path.isdir(version_dir):
         sys.exit(f"no folder {version_dir} to publish")
+    as_version = a.as_version or a.version
     files = [
-        (os.path.join(version_dir, f), f"{a.model}/{a.version}/{f}")
+        (os.path.join(version_dir, f), f"{a.model}/{as_version}/{f}")
         for f in os.listdir(version_dir)
     ]
     config = os.path.join(model_dir, "config.toml")
@@ -91,7 +92,17 @@ def cmd_publish(a):
     files.sort(key=lambda f: f[1].endswith("/model.onnx"))
     for path, key in files:
         s3.upload_file(path, a.bucket, f"{a.prefix}/{key}" if a.prefix else key)
-    print(f"   published {a.model}/{a.version} ({len(files)} files) to s3://{a.bucket}/{a.prefix}")
+    if not a.quiet:
+        print(f"   published {a.model}/{as_version} ({len(files)} files) to s3://{a.bucket}/{a.prefix}")
+
+
+def cmd_remove(a):
+    """Deletes every object of <model>/<version>/ under the prefix."""
+    s3 = s3_client(a.endpoint)
+    prefix = f"{a.prefix}/{a.model}/{a.version}/" if a.prefix else f"{a.model}/{a.version}/"
+    listed = s3.list_objects_v2(Bucket=a.bucket, Prefix=prefix).get("Contents", [])
+    for obj in listed:
+        s3.delete_object(Bucket=a.bucket, Key=obj["Key"])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -586,7 +597,16 @@ def main():
     s.add_argument("--models", required=True, help="the folder registry to publish from")
     s.add_argument("model")
     s.add_argument("version", type=int)
+    s.add_argument("--as-version", type=int, default=0, help="publish it as this version")
+    s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=cmd_publish)
+    s = sub.add_parser("remove")
+    s.add_argument("--endpoint", required=True)
+    s.add_argument("--bucket", required=True)
+    s.add_argument("--prefix", default="")
+    s.add_argument("model")
+    s.add_argument("version", type=int)
+    s.set_defaults(fn=cmd_remove)
     s = sub.add_parser("agree")
     s.add_argument("--what", required=True, help="what the check shows, for its ok/FAIL line")
     s.add_argument("--model", action="append", required=True)
