@@ -45,6 +45,7 @@ COPY models /models
 ENV SWITCHYARD_MODEL_REPOSITORY=/models \
     ORT_DYLIB_PATH=/usr/local/lib/onnxruntime/libonnxruntime.so.1.31.1 \
     SWITCHYARD_DEVICE=cuda \
+    NVIDIA_TF32_OVERRIDE=0 \
     SWITCHYARD_LOG_FORMAT=json
 USER 10001
 EXPOSE 8000 8001

@@ -178,10 +178,9 @@ pub fn load(
             .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
             .map_err(SessionError::Configure)?;
         if let Device::Cuda(id) = opts.device {
-            // Full FP32 matrix products, as on the CPU: with TF32 (ONNX Runtime's default) a batch's
-            // outputs differed from the CPU path's by up to 1e-3 on mlp_mid (H200), for ~4% more
-            // throughput; without it they agree within 1e-6. A serving path must not change answers
-            // with the device it runs on.
+            // Full FP32 matrix products, as on the CPU. This alone did not stop TF32 on an H200
+            // (outputs still 1e-3 off the CPU path's); main.rs also sets NVIDIA_TF32_OVERRIDE=0,
+            // which did (1e-6). A serving path must not change answers with the device.
             let cuda = ep::CUDA::default()
                 .with_device_id(id as i32)
                 .with_tf32(false)
