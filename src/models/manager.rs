@@ -168,9 +168,10 @@ impl ModelManager {
     }
 
     /// The initial load. Blocking: call it from a blocking thread. A registry that cannot be
-    /// listed (an object store not reachable yet) leaves the initial load not done, so the server
-    /// is not ready; each poll tries again.
+    /// listed, or whose store fails during the pass (an object store not reachable yet), leaves
+    /// the initial load not done, so the server is not ready; each poll tries again.
     pub fn load_all(&self) {
+        let failures = self.registry.failures();
         let names: Vec<String> = match self.registry.models() {
             Ok(models) => match self.options.mode {
                 ControlMode::Explicit if !self.options.initial_models.iter().any(|m| m == "*") => {
@@ -197,6 +198,13 @@ impl ModelManager {
             self.sync_model(&mut control, &name, Pass::Now);
         }
         drop(control);
+        if self.registry.failures() != failures {
+            // The store failed part-way: what loaded serves, the rest is read again at the next
+            // poll (in every control mode), and the server is ready once a whole pass succeeds.
+            tracing::warn!(registry = %self.registry.describe(),
+                "the registry failed during the initial load; trying again at the next poll");
+            return;
+        }
         self.initial_load_done.store(true, Ordering::Release);
         self.changed();
     }

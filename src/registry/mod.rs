@@ -111,6 +111,11 @@ pub trait Registry: Send + Sync + 'static {
     fn degraded(&self) -> bool {
         false
     }
+    /// How many store calls have failed since the start (0 for backends without a remote store):
+    /// a pass that saw it change may have missed files that are fine.
+    fn failures(&self) -> u64 {
+        0
+    }
     /// The model's routing policy (default when none was written).
     fn routing(&self, model: &str) -> Result<Routing, RegistryError>;
     /// Changes the routing policy atomically: concurrent writers (other replicas, other

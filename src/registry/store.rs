@@ -131,6 +131,8 @@ pub struct ObjectRegistry {
     health: Mutex<Health>,
     warned: Mutex<HashSet<String>>,
     downloads: AtomicU64,
+    /// Failed store calls since the start.
+    failures: AtomicU64,
 }
 
 impl ObjectRegistry {
@@ -237,6 +239,7 @@ impl ObjectRegistry {
             health: Mutex::new(Health::default()),
             warned: Mutex::new(HashSet::new()),
             downloads: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
         })
     }
 
@@ -313,6 +316,7 @@ impl ObjectRegistry {
 
     fn failed(&self, operation: &'static str, e: &object_store::Error) {
         metrics::record_registry_error(operation);
+        self.failures.fetch_add(1, Ordering::Relaxed);
         let mut health = self.lock_health();
         health.failures = health.failures.saturating_add(1);
         let pause = FIRST_BACKOFF
@@ -773,6 +777,10 @@ impl Registry for ObjectRegistry {
 
     fn degraded(&self) -> bool {
         self.is_degraded()
+    }
+
+    fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
     }
 
     fn read(
