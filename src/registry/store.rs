@@ -110,6 +110,13 @@ macro_rules! configured {
     }};
 }
 
+/// Whether a store call waits out the backoff (reads) or always tries (routing changes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    Backoff,
+    Always,
+}
+
 /// Consecutive failures of the store and when to try it again.
 #[derive(Debug, Default)]
 struct Health {
@@ -255,13 +262,18 @@ impl ObjectRegistry {
 
     /// Runs one store call on the registry's runtime, with the backoff and the error count.
     /// `rel` is the path relative to the registry root, for messages.
-    fn call<T, F>(&self, operation: &'static str, rel: &str, fut: F) -> Result<T, StoreFailure>
+    fn call<T, F>(
+        &self,
+        operation: &'static str,
+        gate: Gate,
+        rel: &str,
+        fut: F,
+    ) -> Result<T, StoreFailure>
     where
         T: Send + 'static,
         F: Future<Output = object_store::Result<T>> + Send + 'static,
     {
-        // Reads wait out the backoff; a write (an operator's promote, a rollback) always tries.
-        if operation != "put" && self.backing_off().is_some() {
+        if gate == Gate::Backoff && self.backing_off().is_some() {
             return Err(StoreFailure::Registry(RegistryError::Unreachable {
                 registry: self.url.clone(),
             }));
@@ -340,7 +352,7 @@ impl ObjectRegistry {
     }
 
     /// The names of the "folders" directly under `rel` (common prefixes), hidden ones skipped.
-    fn folders(&self, rel: &str) -> Result<Vec<String>, RegistryError> {
+    fn folders(&self, rel: &str, gate: Gate) -> Result<Vec<String>, RegistryError> {
         let store = self.store.clone();
         let prefix = if rel.is_empty() {
             self.root.clone()
@@ -353,7 +365,7 @@ impl ObjectRegistry {
             rel
         };
         let listing = self
-            .call("list", shown, async move {
+            .call("list", gate, shown, async move {
                 let prefix = (!prefix.as_ref().is_empty()).then_some(prefix);
                 store.list_with_delimiter(prefix.as_ref()).await
             })
@@ -369,10 +381,10 @@ impl ObjectRegistry {
     }
 
     /// A small file's bytes, `None` when it does not exist.
-    fn get(&self, rel: &str) -> Result<Option<Tagged>, RegistryError> {
+    fn get(&self, rel: &str, gate: Gate) -> Result<Option<Tagged>, RegistryError> {
         let store = self.store.clone();
         let key = self.key(rel);
-        let got = self.call("get", rel, async move {
+        let got = self.call("get", gate, rel, async move {
             let result = store.get(&key).await?;
             let version = UpdateVersion {
                 e_tag: result.meta.e_tag.clone(),
@@ -387,10 +399,14 @@ impl ObjectRegistry {
         }
     }
 
-    fn head(&self, rel: &str) -> Result<Option<object_store::ObjectMeta>, RegistryError> {
+    fn head(
+        &self,
+        rel: &str,
+        gate: Gate,
+    ) -> Result<Option<object_store::ObjectMeta>, RegistryError> {
         let store = self.store.clone();
         let key = self.key(rel);
-        match self.call("head", rel, async move { store.head(&key).await }) {
+        match self.call("head", gate, rel, async move { store.head(&key).await }) {
             Ok(meta) => Ok(Some(meta)),
             Err(StoreFailure::Store(object_store::Error::NotFound { .. })) => Ok(None),
             Err(f) => Err(f.into_error(rel)),
@@ -400,7 +416,7 @@ impl ObjectRegistry {
     /// The model file, from the cache when the store still has the same object, else downloaded.
     fn model_file(&self, model: &str, version: u64) -> Result<Option<Vec<u8>>, RegistryError> {
         let rel = format!("{model}/{version}/{MODEL_FILE}");
-        let Some(meta) = self.head(&rel)? else {
+        let Some(meta) = self.head(&rel, Gate::Backoff)? else {
             return Ok(None);
         };
         let dir = self.cache.join(model).join(version.to_string());
@@ -480,7 +496,7 @@ impl ObjectRegistry {
             ..GetOptions::default()
         };
         let capacity = usize::try_from(meta.size).unwrap_or(0);
-        let fetched = self.call("get", rel, async move {
+        let fetched = self.call("get", Gate::Backoff, rel, async move {
             let mut stream = store.get_opts(&key, options).await?.into_stream();
             let mut bytes = Vec::with_capacity(capacity);
             while let Some(chunk) = stream.next().await {
@@ -535,9 +551,13 @@ impl ObjectRegistry {
     }
 
     /// routing.toml with its version (`None`: no file yet).
-    fn read_routing(&self, model: &str) -> Result<(Routing, Option<UpdateVersion>), RegistryError> {
+    fn read_routing(
+        &self,
+        model: &str,
+        gate: Gate,
+    ) -> Result<(Routing, Option<UpdateVersion>), RegistryError> {
         let rel = format!("{model}/{ROUTING_FILE}");
-        let Some((bytes, version)) = self.get(&rel)? else {
+        let Some((bytes, version)) = self.get(&rel, gate)? else {
             return Ok((Routing::default(), None));
         };
         let text = String::from_utf8(bytes).map_err(|_| RegistryError::Refused {
@@ -752,7 +772,7 @@ impl Registry for ObjectRegistry {
 
     fn models(&self) -> Result<Vec<String>, RegistryError> {
         let mut out = Vec::new();
-        for name in self.folders("")? {
+        for name in self.folders("", Gate::Backoff)? {
             match validate_model_name(&name) {
                 Ok(()) => out.push(name),
                 Err(e) => self.warn_once(&name, &e.to_string()),
@@ -765,7 +785,7 @@ impl Registry for ObjectRegistry {
     fn versions(&self, model: &str) -> Result<Vec<u64>, RegistryError> {
         validate_model_name(model)?;
         let mut versions: Vec<u64> = self
-            .folders(model)?
+            .folders(model, Gate::Backoff)?
             .iter()
             .filter_map(|n| version_folder(n))
             .collect();
@@ -792,8 +812,12 @@ impl Registry for ObjectRegistry {
         validate_model_name(model)?;
         match version {
             Some(v) if file == MODEL_FILE => self.model_file(model, v),
-            Some(v) => Ok(self.get(&format!("{model}/{v}/{file}"))?.map(|(b, _)| b)),
-            None => Ok(self.get(&format!("{model}/{file}"))?.map(|(b, _)| b)),
+            Some(v) => Ok(self
+                .get(&format!("{model}/{v}/{file}"), Gate::Backoff)?
+                .map(|(b, _)| b)),
+            None => Ok(self
+                .get(&format!("{model}/{file}"), Gate::Backoff)?
+                .map(|(b, _)| b)),
         }
     }
 
@@ -808,7 +832,7 @@ impl Registry for ObjectRegistry {
             Some(v) => format!("{model}/{v}/{file}"),
             None => format!("{model}/{file}"),
         };
-        Ok(self.head(&rel)?.map(|meta| Stamp {
+        Ok(self.head(&rel, Gate::Backoff)?.map(|meta| Stamp {
             size: meta.size,
             modified_ns: meta
                 .last_modified
@@ -823,7 +847,7 @@ impl Registry for ObjectRegistry {
         if let Some(local) = &self.local {
             return local.routing(model);
         }
-        Ok(self.read_routing(model)?.0)
+        Ok(self.read_routing(model, Gate::Backoff)?.0)
     }
 
     fn update_routing(
@@ -836,14 +860,20 @@ impl Registry for ObjectRegistry {
             return local.update_routing(model, change);
         }
         let rel = format!("{model}/{ROUTING_FILE}");
-        if self.folders(model).is_ok_and(|f| f.is_empty()) && self.head(&rel)?.is_none() {
+        // A change of routing (an operator's promote, a rollback) is tried even while reads back
+        // off: it must not wait out a backoff the store may already have recovered from.
+        if self
+            .folders(model, Gate::Always)
+            .is_ok_and(|f| f.is_empty())
+            && self.head(&rel, Gate::Always)?.is_none()
+        {
             return Err(RegistryError::Refused {
                 path: model.to_string(),
                 reason: "no such model in the registry".into(),
             });
         }
         for attempt in 0..CAS_ATTEMPTS {
-            let (before, version) = self.read_routing(model)?;
+            let (before, version) = self.read_routing(model, Gate::Always)?;
             let mut routing = before.clone();
             change(&mut routing);
             // A change that changed nothing (a decision another replica already made, a refusal)
@@ -869,7 +899,7 @@ impl Registry for ObjectRegistry {
             };
             let store = self.store.clone();
             let key = self.key(&rel);
-            let put = self.call("put", &rel, async move {
+            let put = self.call("put", Gate::Always, &rel, async move {
                 let opts = PutOptions {
                     mode,
                     ..PutOptions::default()
