@@ -308,10 +308,6 @@ impl ObjectRegistry {
         self.health.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn is_degraded(&self) -> bool {
-        self.lock_health().failures > 0
-    }
-
     fn backing_off(&self) -> Option<Duration> {
         let health = self.lock_health();
         let wait = health.retry_at?.checked_duration_since(Instant::now())?;
@@ -796,7 +792,7 @@ impl Registry for ObjectRegistry {
     }
 
     fn degraded(&self) -> bool {
-        self.is_degraded()
+        self.lock_health().failures > 0
     }
 
     fn failures(&self) -> u64 {
