@@ -522,7 +522,12 @@ async fn admin(
 /// capture writes and drops, feedback, a load failure and a swap, a refused admin call, a read
 /// timeout, and two rollouts (one promoted by its analysis, one aborted by an operator).
 async fn traffic(s: &Switchyard, registry: &Path) {
-    let client = reqwest::Client::new();
+    // The server closes connections idle for its 2 s read timeout; a pooled connection reused at
+    // that moment fails (IncompleteMessage, seen once in CI). Drop idle ones well before.
+    let client = reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
     let base = format!("http://{}", s.http);
     let infer_url = |v: &str| format!("{base}/v2/models/{MODEL}/versions/{v}/infer");
 
