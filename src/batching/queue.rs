@@ -1,22 +1,17 @@
-//! The batching thread: owns the FIFO queue, decides when a batch goes, and hands it to a free
-//! worker.
+//! The queue the workers share: callers push requests, and a worker that frees up takes the
+//! next batch itself. No thread sits between them, so under load a request costs no wake-up on
+//! the way in (workers are busy and find it there), and a batch costs none on the way to a worker.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
-
-use crossbeam_channel::{self as channel, Receiver, Sender};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Instant;
 
 use super::Job;
 use super::batch::compatible;
 use crate::error::Error;
 use crate::monitoring::metrics::VersionMetrics;
 use crate::registry::config::BatchSettings;
-
-/// How long the thread sleeps with nothing due, so withdrawn requests are purged even when no
-/// event arrives.
-const IDLE_TICK: Duration = Duration::from_millis(50);
 
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Plan {
@@ -33,7 +28,7 @@ pub(crate) enum Plan {
 /// `max_queue_delay`.
 pub(crate) fn plan(queue: &VecDeque<Job>, s: &BatchSettings, now: Instant) -> Plan {
     let Some(front) = queue.front() else {
-        return Plan::WaitUntil(now + IDLE_TICK);
+        return Plan::WaitUntil(now + s.max_queue_delay);
     };
     let Some(front_rows) = front.rows else {
         return Plan::Dispatch(1);
@@ -71,103 +66,108 @@ pub(crate) fn plan(queue: &VecDeque<Job>, s: &BatchSettings, now: Instant) -> Pl
     }
 }
 
-pub(crate) struct Batcher {
-    name: String,
-    settings: BatchSettings,
-    rx: Receiver<Job>,
-    idle_rx: Receiver<()>,
-    work_tx: Sender<Vec<Job>>,
-    idle: usize,
+struct State {
     queue: VecDeque<Job>,
-    queued: Arc<AtomicUsize>,
+    /// Workers blocked on `work`: a new request wakes one only when some are.
+    waiting: usize,
+    /// False once the scheduler is stopped: workers finish what is queued and end.
+    open: bool,
+    /// Names each request, so a caller can withdraw its own.
+    next_seq: u64,
+}
+
+pub(crate) struct Queue {
+    /// "model 'x' version 1", for messages.
+    pub(crate) name: String,
+    settings: BatchSettings,
+    state: Mutex<State>,
+    work: Condvar,
+    /// Requests in `state.queue`, readable without the lock (admission, shedding, metrics).
+    queued: AtomicUsize,
     metrics: VersionMetrics,
 }
 
-impl Batcher {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        name: String,
-        settings: BatchSettings,
-        rx: Receiver<Job>,
-        idle_rx: Receiver<()>,
-        work_tx: Sender<Vec<Job>>,
-        instances: usize,
-        queued: Arc<AtomicUsize>,
-        metrics: VersionMetrics,
-    ) -> Self {
+impl Queue {
+    pub(crate) fn new(name: String, settings: BatchSettings, metrics: VersionMetrics) -> Self {
         Self {
             name,
             settings,
-            rx,
-            idle_rx,
-            work_tx,
-            idle: instances,
-            queue: VecDeque::new(),
-            queued,
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                waiting: 0,
+                open: true,
+                next_seq: 0,
+            }),
+            work: Condvar::new(),
+            queued: AtomicUsize::new(0),
             metrics,
         }
     }
 
-    /// Runs until the scheduler is dropped and every queued request has been dispatched.
-    pub(crate) fn run(mut self) {
-        let never = channel::never::<Job>();
-        let mut open = true;
-        loop {
-            if open {
-                loop {
-                    match self.rx.try_recv() {
-                        Ok(job) => self.queue.push_back(job),
-                        Err(channel::TryRecvError::Empty) => break,
-                        Err(channel::TryRecvError::Disconnected) => {
-                            open = false;
-                            break;
-                        }
-                    }
-                }
-            }
-            while self.idle_rx.try_recv().is_ok() {
-                self.idle += 1;
-            }
-            let now = Instant::now();
-            self.purge(now);
-            let mut wake = now + IDLE_TICK;
-            while self.idle > 0 && !self.queue.is_empty() {
-                match plan(&self.queue, &self.settings, now) {
-                    Plan::Dispatch(n) => self.dispatch(n),
-                    Plan::WaitUntil(t) => {
-                        wake = wake.min(t);
-                        break;
-                    }
-                }
-            }
-            if let Some(d) = self.queue.iter().filter_map(|j| j.deadline).min() {
-                wake = wake.min(d);
-            }
-            if !open && self.queue.is_empty() {
-                return;
-            }
-            // With every worker busy, new requests cannot go anywhere: leave them in the channel
-            // (senders then wake nobody) and sleep until a worker frees up or a deadline or the
-            // purge tick is due. Under load this saves a thread wake-up per request.
-            let rx = if open && self.idle > 0 {
-                &self.rx
-            } else {
-                &never
-            };
-            let timeout = wake.saturating_duration_since(Instant::now());
-            channel::select! {
-                recv(rx) -> msg => match msg {
-                    Ok(job) => self.queue.push_back(job),
-                    Err(_) => open = false,
-                },
-                recv(self.idle_rx) -> msg => {
-                    if msg.is_ok() {
-                        self.idle += 1;
-                    }
-                }
-                default(timeout) => {}
-            }
+    /// A worker that panicked while holding the lock left the queue itself consistent (every
+    /// change under it is a single push or drain), so its poison is ignored.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn max_queue_size(&self) -> usize {
+        self.settings.max_queue_size
+    }
+
+    /// Queues `job` and returns its sequence number; refuses at once when the queue is full or
+    /// the scheduler is stopping.
+    pub(crate) fn push(&self, mut job: Job) -> Result<u64, Error> {
+        let before = self.queued.fetch_add(1, Ordering::AcqRel);
+        if before >= self.settings.max_queue_size {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(self.overloaded());
         }
+        let mut st = self.lock();
+        if !st.open {
+            drop(st);
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::Unavailable(format!(
+                "{} is shutting down",
+                self.name
+            )));
+        }
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        job.seq = seq;
+        st.queue.push_back(job);
+        let wake = st.waiting > 0;
+        drop(st);
+        self.metrics.pending.increment(1.0);
+        if wake {
+            self.work.notify_one();
+        }
+        Ok(seq)
+    }
+
+    pub(crate) fn overloaded(&self) -> Error {
+        Error::Overloaded(format!(
+            "{} is overloaded: its queue holds the maximum of {} waiting requests \
+             (batching.max_queue_size); retry later",
+            self.name, self.settings.max_queue_size
+        ))
+    }
+
+    /// Takes request `seq` out of the queue if it is still waiting there; false when a worker
+    /// has already taken it.
+    pub(crate) fn withdraw(&self, seq: u64) -> bool {
+        let mut st = self.lock();
+        // Sequence numbers rise along the queue: a binary search finds it.
+        let Ok(i) = st.queue.binary_search_by_key(&seq, |j| j.seq) else {
+            return false;
+        };
+        st.queue.remove(i);
+        drop(st);
+        self.left_queue(1);
+        true
     }
 
     fn left_queue(&self, n: usize) {
@@ -175,49 +175,92 @@ impl Batcher {
         self.metrics.pending.decrement(n as f64);
     }
 
-    fn dispatch(&mut self, n: usize) {
-        let batch: Vec<Job> = self.queue.drain(..n).collect();
-        self.left_queue(batch.len());
-        self.idle -= 1;
-        if let Err(channel::SendError(batch)) = self.work_tx.send(batch) {
-            // Every worker is gone (cannot happen while the batcher holds the receiver's twin);
-            // answer rather than leave callers waiting.
-            for job in batch {
-                let _ = job.reply.send(Err(Error::Internal(format!(
-                    "{} has no workers",
-                    self.name
-                ))));
+    /// Stops taking requests and wakes every waiting worker so it can finish and end.
+    pub(crate) fn close(&self) {
+        self.lock().open = false;
+        self.work.notify_all();
+    }
+
+    /// Blocks until there is a batch for this worker, and takes it; `None` once the scheduler
+    /// is stopped and the queue is empty. Requests whose deadline passed are answered here
+    /// rather than run (their caller's own timer usually withdraws them first).
+    pub(crate) fn next_batch(&self) -> Option<Vec<Job>> {
+        let mut st = self.lock();
+        loop {
+            let now = Instant::now();
+            let plan = if st.queue.is_empty() {
+                if !st.open {
+                    return None;
+                }
+                None
+            } else if !st.open {
+                // Stopping: what is left goes without waiting for a delay (a wait means the
+                // whole queue would merge).
+                match plan(&st.queue, &self.settings, now) {
+                    Plan::WaitUntil(_) => Some(Plan::Dispatch(st.queue.len())),
+                    p => Some(p),
+                }
+            } else {
+                Some(plan(&st.queue, &self.settings, now))
+            };
+            match plan {
+                Some(Plan::Dispatch(n)) => {
+                    let batch: Vec<Job> = st.queue.drain(..n).collect();
+                    drop(st);
+                    self.left_queue(n);
+                    let batch = self.expire(batch, now);
+                    if batch.is_empty() {
+                        st = self.lock();
+                        continue;
+                    }
+                    return Some(batch);
+                }
+                Some(Plan::WaitUntil(due)) => {
+                    st.waiting += 1;
+                    let wait = due.saturating_duration_since(now);
+                    st = self
+                        .work
+                        .wait_timeout(st, wait)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                    st.waiting -= 1;
+                }
+                None => {
+                    st.waiting += 1;
+                    st = self.work.wait(st).unwrap_or_else(|p| p.into_inner());
+                    st.waiting -= 1;
+                }
             }
         }
     }
 
-    /// Drops requests whose caller went away and fails those whose deadline passed.
-    fn purge(&mut self, now: Instant) {
-        let stale = |j: &Job| j.reply.is_closed() || j.deadline.is_some_and(|d| d <= now);
-        if !self.queue.iter().any(stale) {
-            return;
+    /// Fails the requests of `batch` whose deadline passed and returns the rest.
+    fn expire(&self, batch: Vec<Job>, now: Instant) -> Vec<Job> {
+        if !batch.iter().any(|j| j.deadline.is_some_and(|d| d <= now)) {
+            return batch;
         }
-        let mut kept = VecDeque::with_capacity(self.queue.len());
-        let mut removed = 0;
-        for job in self.queue.drain(..) {
-            if job.reply.is_closed() {
-                removed += 1;
-            } else if let Some(d) = job.deadline.filter(|&d| d <= now) {
-                removed += 1;
-                let waited = now - job.enqueued;
-                let limit = d - job.enqueued;
-                let _ = job.reply.send(Err(Error::Timeout(format!(
-                    "{}: the request waited {:.1} ms in the queue, past its timeout of {:.1} ms, \
-                     and was not run",
-                    self.name,
-                    waited.as_secs_f64() * 1e3,
-                    limit.as_secs_f64() * 1e3
-                ))));
-            } else {
-                kept.push_back(job);
+        let mut kept = Vec::with_capacity(batch.len());
+        for job in batch {
+            match job.deadline {
+                Some(d) if d <= now => {
+                    let _ = job.reply.send(Err(self.timed_out(job.enqueued, d, now)));
+                }
+                _ => kept.push(job),
             }
         }
-        self.queue = kept;
-        self.left_queue(removed);
+        kept
+    }
+
+    /// The error of a request that waited past its deadline without running.
+    pub(crate) fn timed_out(&self, enqueued: Instant, deadline: Instant, now: Instant) -> Error {
+        let waited = now.saturating_duration_since(enqueued);
+        let limit = deadline.saturating_duration_since(enqueued);
+        Error::Timeout(format!(
+            "{}: the request waited {:.1} ms in the queue, past its timeout of {:.1} ms, \
+             and was not run",
+            self.name,
+            waited.as_secs_f64() * 1e3,
+            limit.as_secs_f64() * 1e3
+        ))
     }
 }

@@ -326,7 +326,7 @@ async fn a_withdrawn_request_is_removed_and_not_run() {
     let gone = spawn(&h, rows(77.0, 1, 1), true, None);
     wait_queued(&h.scheduler, 1).await;
     gone.abort();
-    // The batcher purges it on its next pass, without any worker being free.
+    // The caller's dropped future takes it out of the queue, without any worker being free.
     wait_queued(&h.scheduler, 0).await;
     h.permits.send(()).unwrap();
     running.await.unwrap().unwrap();
@@ -339,6 +339,7 @@ async fn a_withdrawn_request_is_removed_and_not_run() {
 fn job(rows_: Option<usize>, cols: usize, enqueued: Instant) -> Job {
     let (reply, _rx) = oneshot::channel();
     Job {
+        seq: 0,
         inputs: rows(0.0, rows_.unwrap_or(1), cols),
         rows: rows_,
         enqueued,

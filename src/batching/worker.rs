@@ -1,12 +1,11 @@
-//! A worker thread: owns one model instance and runs the batches the batcher hands it.
+//! A worker thread: owns one model instance, takes batches from the shared queue and runs them.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
-
 use super::batch::{merge, split};
+use super::queue::Queue;
 use super::{Completed, Job};
 use crate::core::tensor::Tensor;
 use crate::error::{Error, Result};
@@ -78,17 +77,14 @@ impl RateLimit {
 
 pub(crate) fn run(
     mut backend: Box<dyn Backend>,
-    work: Receiver<Vec<Job>>,
-    idle: Sender<()>,
+    queue: &Queue,
     metrics: VersionMetrics,
     fallbacks: &Fallbacks,
 ) {
-    // Ends when the batcher has gone and the channel is drained; the backend (and its ONNX
+    // Ends when the scheduler has stopped and the queue is drained; the backend (and its ONNX
     // Runtime session) is dropped here, on this thread.
-    for batch in work.iter() {
+    while let Some(batch) = queue.next_batch() {
         execute(backend.as_mut(), batch, &metrics, fallbacks);
-        // The batcher may already have exited during shutdown; the work channel still decides.
-        let _ = idle.send(());
     }
 }
 
