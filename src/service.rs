@@ -63,13 +63,8 @@ impl Drop for CancelGuard<'_> {
                 live.window
                     .record(variant, Outcome::ServerError, self.started.elapsed());
             }
-            metrics::record_request(
-                &t.model,
-                &t.version.to_string(),
-                self.protocol,
-                "cancelled",
-                self.started.elapsed(),
-            );
+            t.requests
+                .record(self.protocol, "cancelled", self.started.elapsed());
         }
     }
 }
@@ -495,13 +490,7 @@ impl Service {
             Err(e) => e.label(),
         };
         match &target {
-            Ok(t) => metrics::record_request(
-                &t.model,
-                &t.version.to_string(),
-                protocol,
-                outcome,
-                started.elapsed(),
-            ),
+            Ok(t) => t.requests.record(protocol, outcome, started.elapsed()),
             Err(_) => {
                 let known = self.models.snapshot().models.contains_key(model);
                 let label = if known { model } else { metrics::UNKNOWN_MODEL };

@@ -25,7 +25,7 @@ pub fn merge(parts: &[&[Tensor]], rows: &[usize]) -> Result<Vec<Tensor>> {
         let mut data = TensorData::with_capacity(proto.datatype(), elements);
         for p in parts {
             // Copies: each request keeps its own inputs, so a failed batch can be retried per request.
-            data.append(p[i].data.clone()).map_err(Error::Internal)?;
+            data.append(&p[i].data).map_err(Error::Internal)?;
         }
         let mut shape = proto.shape.clone();
         shape[0] = total as i64;

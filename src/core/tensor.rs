@@ -449,18 +449,18 @@ impl TensorData {
         out
     }
 
-    /// Appends `other`'s elements; both must have the same datatype.
-    pub fn append(&mut self, other: TensorData) -> Result<(), String> {
+    /// Appends a copy of `other`'s elements; both must have the same datatype.
+    pub fn append(&mut self, other: &TensorData) -> Result<(), String> {
         let (want, got) = (self.datatype(), other.datatype());
         macro_rules! join {
             ($($variant:ident),*) => {
                 match (self, other) {
                     $((TensorData::$variant(a), TensorData::$variant(b)) => {
-                        a.extend(b);
+                        a.extend_from_slice(b);
                         Ok(())
                     })*
                     (TensorData::Bytes(a), TensorData::Bytes(b)) => {
-                        a.extend(&b).map_err(|e| e.to_string())
+                        a.extend(b).map_err(|e| e.to_string())
                     }
                     _ => Err(format!("cannot append {got} elements to a {want} tensor")),
                 }
@@ -905,11 +905,11 @@ mod tests {
         assert!(parts[1].is_empty());
         let mut joined = TensorData::with_capacity(DataType::Int64, 10);
         for p in parts {
-            joined.append(p).unwrap();
+            joined.append(&p).unwrap();
         }
         assert_eq!(joined, data);
         assert!(data.clone().split(&[3]).is_err());
-        assert!(joined.append(TensorData::Fp32(vec![1.0])).is_err());
+        assert!(joined.append(&TensorData::Fp32(vec![1.0])).is_err());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::batching::Scheduler;
 use crate::core::signature::Signature;
 use crate::core::tensor::{Tensor, TensorData};
 use crate::models::version::LoadedVersion;
-use crate::monitoring::metrics::VersionMetrics;
+use crate::monitoring::metrics::{RequestMetrics, VersionMetrics};
 use crate::monitoring::{BASELINE_FILE, Card, VersionMonitor};
 use crate::registry::config::Resolved;
 use crate::registry::{METADATA_FILE, MODEL_FILE, Registry, RegistryError, WARMUP_FILE};
@@ -296,6 +296,7 @@ pub fn build_version(
         settings: settings.clone(),
         max_batch_size,
         scheduler,
+        requests: RequestMetrics::new(model, version),
         sessions,
         provider: loaded.provider,
         sha256,

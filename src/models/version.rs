@@ -8,6 +8,7 @@ use crate::batching::Scheduler;
 use crate::core::infer::{InferRequest, InferResponse, Parameters};
 use crate::core::signature::Signature;
 use crate::error::{Error, Result};
+use crate::monitoring::metrics::RequestMetrics;
 use crate::registry::config::Resolved;
 use crate::runtime::LiveSessions;
 
@@ -19,6 +20,8 @@ pub struct LoadedVersion {
     /// Rows per batch actually used: 0 when the signature cannot be batched.
     pub max_batch_size: usize,
     pub scheduler: Scheduler,
+    /// Request counters and latency histograms of this version, made once at load.
+    pub requests: RequestMetrics,
     /// The version's sessions still alive (owned by the scheduler's worker threads).
     pub sessions: LiveSessions,
     /// ONNX Runtime execution provider, e.g. `CPUExecutionProvider`.

@@ -183,6 +183,64 @@ pub fn record_request(
         .record(elapsed.as_secs_f64());
 }
 
+/// One version's request counters and latency histograms, by protocol: the handles of the
+/// common case (a success) are made once at load, so a request costs no label strings and no
+/// registry lookup; other outcomes take `record_request`.
+pub struct RequestMetrics {
+    model: String,
+    version: String,
+    /// Indexed by `protocol_index`.
+    success: [Counter; 2],
+    duration: [Histogram; 2],
+}
+
+fn protocol_index(p: Protocol) -> usize {
+    match p {
+        Protocol::Http => 0,
+        Protocol::Grpc => 1,
+    }
+}
+
+impl RequestMetrics {
+    pub fn new(model: &str, version: u64) -> Self {
+        let version = version.to_string();
+        let handles = |p: Protocol| {
+            let labels = [
+                ("model", model.to_string()),
+                ("version", version.clone()),
+                ("protocol", p.as_str().to_string()),
+            ];
+            let mut with_outcome = labels.to_vec();
+            with_outcome.push(("outcome", "success".to_string()));
+            (
+                metrics::counter!(REQUESTS, &with_outcome),
+                metrics::histogram!(REQUEST_DURATION, &labels),
+            )
+        };
+        let (http_ok, http_time) = handles(Protocol::Http);
+        let (grpc_ok, grpc_time) = handles(Protocol::Grpc);
+        Self {
+            model: model.to_string(),
+            version,
+            success: [http_ok, grpc_ok],
+            duration: [http_time, grpc_time],
+        }
+    }
+
+    /// Counts one request of this version, as `record_request` does.
+    pub fn record(&self, protocol: Protocol, outcome: &'static str, elapsed: Duration) {
+        let i = protocol_index(protocol);
+        if outcome == "success" {
+            self.success[i].increment(1);
+        } else {
+            metrics::counter!(REQUESTS, "model" => self.model.clone(), "version" => self.version.clone(),
+                "protocol" => protocol.as_str(), "outcome" => outcome)
+            .increment(1);
+        }
+        self.duration[i].record(elapsed.as_secs_f64());
+    }
+}
+
 /// Handles for one loaded version's scheduler metrics, created once at load.
 #[derive(Clone)]
 pub struct VersionMetrics {
