@@ -44,6 +44,8 @@ fn compile_protos() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // Raw tensor bytes as slices of the received message, not a fresh copy each.
+        .bytes(".inference.ModelInferRequest.raw_input_contents")
         .compile_protos(&["proto/inference.proto"], &["proto"])?;
     Ok(())
 }

@@ -1,14 +1,17 @@
-//! Front-end codec costs: V2 JSON and binary tensor decode/encode, and request validation.
+//! Front-end codec costs: V2 JSON, binary and gRPC tensor decode/encode, and request validation.
 //! `cargo bench --bench codec`
 
 use std::hint::black_box;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use bytes::Bytes;
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use prost::Message;
 use serde_json::json;
 use switchyard::codec::{OutputFormat, decode_request, encode_response};
 use switchyard::core::infer::{InferResponse, Parameters};
 use switchyard::core::signature::{Signature, TensorSpec};
 use switchyard::core::tensor::{DataType, Tensor, TensorData};
+use switchyard::grpc::{convert, pb};
 
 fn rows(n: usize, width: usize) -> Vec<f32> {
     (0..n * width).map(|i| (i % 997) as f32 / 7.0).collect()
@@ -31,6 +34,27 @@ fn binary_body(n: usize, width: usize) -> (Vec<u8>, usize) {
     let header = body.len();
     body.extend_from_slice(&raw);
     (body, header)
+}
+
+/// A `ModelInferRequest` as it arrives on the wire (raw little-endian input, as clients send it).
+fn grpc_message(n: usize, width: usize) -> Bytes {
+    let raw: Vec<u8> = rows(n, width)
+        .iter()
+        .flat_map(|f| f.to_le_bytes())
+        .collect();
+    pb::ModelInferRequest {
+        model_name: "breast_cancer".into(),
+        inputs: vec![pb::model_infer_request::InferInputTensor {
+            name: "X".into(),
+            datatype: "FP32".into(),
+            shape: vec![n as i64, width as i64],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![raw.into()],
+        ..Default::default()
+    }
+    .encode_to_vec()
+    .into()
 }
 
 fn response(n: usize) -> InferResponse {
@@ -62,6 +86,14 @@ fn codec(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("binary", n), &body, |b, body| {
             b.iter(|| decode_request(black_box(body), Some(header)).unwrap())
         });
+        // What the gRPC handler does with a received message: protobuf, then the core request.
+        let message = grpc_message(n, 30);
+        g.bench_with_input(BenchmarkId::new("grpc", n), &message, |b, m| {
+            b.iter(|| {
+                let req = pb::ModelInferRequest::decode(black_box(m.clone())).unwrap();
+                convert::decode_request(req).unwrap()
+            })
+        });
     }
     g.finish();
 
@@ -78,6 +110,14 @@ fn codec(c: &mut Criterion) {
         });
         g.bench_with_input(BenchmarkId::new("binary", n), &resp, |b, r| {
             b.iter(|| encode_response(black_box(r), &binary).unwrap())
+        });
+        // The core response to protobuf bytes, as tonic writes them.
+        g.bench_with_input(BenchmarkId::new("grpc", n), &resp, |b, r| {
+            b.iter_batched(
+                || r.clone(),
+                |r| convert::encode_response(black_box(r)).encode_to_vec(),
+                BatchSize::SmallInput,
+            )
         });
     }
     g.finish();

@@ -565,7 +565,7 @@ async fn traffic(s: &Switchyard, registry: &Path) {
                     shape: vec![1, 30],
                     ..Default::default()
                 }],
-                raw_input_contents: vec![raw],
+                raw_input_contents: vec![raw.into()],
                 ..Default::default()
             };
             grpc.model_infer(req).await.unwrap();

@@ -288,7 +288,7 @@ fn infer_request() -> impl Strategy<Value = pb::ModelInferRequest> {
             |(inputs, raw_input_contents, outputs)| pb::ModelInferRequest {
                 model_name: "m".into(),
                 inputs,
-                raw_input_contents,
+                raw_input_contents: raw_input_contents.into_iter().map(Into::into).collect(),
                 outputs: outputs
                     .into_iter()
                     .map(|name| pb::model_infer_request::InferRequestedOutputTensor {

@@ -31,7 +31,7 @@ fn bc_request(rows: usize) -> pb::ModelInferRequest {
             shape: vec![rows as i64, 30],
             ..Default::default()
         }],
-        raw_input_contents: vec![raw],
+        raw_input_contents: vec![raw.into()],
         ..Default::default()
     }
 }

@@ -577,7 +577,7 @@ async fn the_key_can_come_from_anywhere(
                         ..Default::default()
                     },
                 ],
-                raw_input_contents: vec![raw],
+                raw_input_contents: vec![raw.into()],
                 parameters,
                 ..Default::default()
             })

@@ -244,9 +244,69 @@ impl Interceptor for Auth {
     }
 }
 
-pub type GrpcClient = GrpcInferenceServiceClient<InterceptedService<Channel, Auth>>;
+/// The client for one-off calls (model metadata).
+pub type MetadataClient = GrpcInferenceServiceClient<InterceptedService<Channel, Auth>>;
 
-pub async fn grpc_channel(endpoint: &Endpoint, timeout: Duration) -> Result<GrpcClient, String> {
+const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
+
+/// Sends a pre-encoded message and hands the answer back as bytes, undecoded: the REST client
+/// sends a body serialised once and does not parse the answer, and the gRPC one must cost as
+/// little, or the load generator measures its own protobuf work on the cores it shares.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Bytes>, tonic::Status> {
+        use bytes::Buf;
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// One HTTP/2 connection that sends ModelInfer calls; clones share it.
+#[derive(Clone)]
+pub struct GrpcClient {
+    grpc: tonic::client::Grpc<Channel>,
+    token: Option<AsciiMetadataValue>,
+}
+
+/// Opens one HTTP/2 connection. `timeout` bounds each call made through it (`None`: the caller
+/// bounds its calls itself, which saves a second timer per call).
+async fn connect(endpoint: &Endpoint, timeout: Option<Duration>) -> Result<Channel, String> {
     let url = endpoint.url();
     let scheme = if endpoint.grpc_tls.is_some() {
         "https"
@@ -255,20 +315,29 @@ pub async fn grpc_channel(endpoint: &Endpoint, timeout: Duration) -> Result<Grpc
     };
     let mut builder = Channel::from_shared(format!("{scheme}://{}", endpoint.authority))
         .map_err(|e| format!("{url}: {e}"))?
-        .tcp_nodelay(true)
-        .timeout(timeout);
+        .tcp_nodelay(true);
+    if let Some(t) = timeout {
+        builder = builder.timeout(t);
+    }
     if let Some(tls) = &endpoint.grpc_tls {
         builder = builder
             .tls_config(tls.clone())
             .map_err(|e| format!("{url}: TLS settings: {e}"))?;
     }
-    let channel = builder.connect().await.map_err(|e| {
+    builder.connect().await.map_err(|e| {
         // tonic's top-level message is just "transport error"; the cause says why.
         let cause = std::error::Error::source(&e)
             .map(|c| format!(": {c}"))
             .unwrap_or_default();
         format!("cannot connect to {url}: {e}{cause}")
-    })?;
+    })
+}
+
+pub async fn grpc_channel(
+    endpoint: &Endpoint,
+    timeout: Duration,
+) -> Result<MetadataClient, String> {
+    let channel = connect(endpoint, Some(timeout)).await?;
     Ok(
         GrpcInferenceServiceClient::with_interceptor(channel, Auth(endpoint.metadata.clone()))
             .max_decoding_message_size(usize::MAX)
@@ -276,11 +345,31 @@ pub async fn grpc_channel(endpoint: &Endpoint, timeout: Duration) -> Result<Grpc
     )
 }
 
+/// A connection for the load itself (callers bound each call with their own timeout).
+pub async fn grpc_load_channel(endpoint: &Endpoint) -> Result<GrpcClient, String> {
+    let channel = connect(endpoint, None).await?;
+    Ok(GrpcClient {
+        grpc: tonic::client::Grpc::new(channel)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX),
+        token: endpoint.metadata.clone(),
+    })
+}
+
 pub async fn grpc_infer(client: &mut GrpcClient, body: &Body) -> Outcome {
-    let Body::Grpc(req) = body else {
+    let Body::Grpc(message) = body else {
         return Err("internal: REST body on a gRPC target".into());
     };
-    match client.model_infer(req.clone()).await {
+    // Not ready: the connection failed (tonic's generated clients say "transport error" then).
+    if client.grpc.ready().await.is_err() {
+        return Err("io".into());
+    }
+    let mut req = tonic::Request::new(message.clone());
+    if let Some(token) = &client.token {
+        req.metadata_mut().insert("authorization", token.clone());
+    }
+    let path = hyper::http::uri::PathAndQuery::from_static(MODEL_INFER);
+    match client.grpc.unary(req, path, RawCodec).await {
         Ok(_) => Ok(()),
         Err(status)
             if status.code() == tonic::Code::Unknown && status.message().contains("transport") =>

@@ -43,7 +43,8 @@ pub enum Body {
         /// `Inference-Header-Content-Length` for binary bodies.
         header_len: Option<usize>,
     },
-    Grpc(pb::ModelInferRequest),
+    /// A `ModelInferRequest`, protobuf-encoded once (as REST bodies are serialised once).
+    Grpc(Bytes),
 }
 
 fn concrete_shape(spec: &InputSpec, batch: usize) -> Vec<i64> {
@@ -286,21 +287,23 @@ pub fn encode(protocol: Protocol, model: &str, version: &str, inputs: &[TensorVa
                 header_len: Some(header_len),
             }
         }
-        Protocol::Grpc => Body::Grpc(pb::ModelInferRequest {
-            model_name: model.to_string(),
-            model_version: version.to_string(),
-            inputs: inputs
-                .iter()
-                .map(|t| pb::model_infer_request::InferInputTensor {
-                    name: t.name.clone(),
-                    datatype: t.datatype.clone(),
-                    shape: t.shape.clone(),
-                    ..Default::default()
-                })
-                .collect(),
-            raw_input_contents: inputs.iter().map(le_bytes).collect(),
-            ..Default::default()
-        }),
+        Protocol::Grpc => Body::Grpc(Bytes::from(prost::Message::encode_to_vec(
+            &pb::ModelInferRequest {
+                model_name: model.to_string(),
+                model_version: version.to_string(),
+                inputs: inputs
+                    .iter()
+                    .map(|t| pb::model_infer_request::InferInputTensor {
+                        name: t.name.clone(),
+                        datatype: t.datatype.clone(),
+                        shape: t.shape.clone(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                raw_input_contents: inputs.iter().map(le_bytes).collect(),
+                ..Default::default()
+            },
+        ))),
     }
 }
 
@@ -399,9 +402,10 @@ mod tests {
             &bytes[n..],
             &[0.5f32.to_le_bytes(), 1.0f32.to_le_bytes()].concat()[..]
         );
-        let Body::Grpc(g) = encode(Protocol::Grpc, "m", "2", &[t]) else {
+        let Body::Grpc(message) = encode(Protocol::Grpc, "m", "2", &[t]) else {
             panic!()
         };
+        let g = <pb::ModelInferRequest as prost::Message>::decode(message).unwrap();
         assert_eq!(g.model_version, "2");
         assert_eq!(g.raw_input_contents[0].len(), 8);
     }

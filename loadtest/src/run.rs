@@ -69,7 +69,7 @@ async fn connections(plan: &Plan, n: usize) -> Result<Vec<Conn>, String> {
         Protocol::Grpc => {
             let mut channels = Vec::with_capacity(n);
             for _ in 0..n.max(1) {
-                channels.push(client::grpc_channel(&plan.endpoint, plan.timeout).await?);
+                channels.push(client::grpc_load_channel(&plan.endpoint).await?);
             }
             Ok(channels.into_iter().map(Conn::Grpc).collect())
         }

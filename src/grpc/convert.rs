@@ -230,7 +230,11 @@ mod tests {
         };
         let raw = pb::ModelInferRequest {
             inputs: vec![input("x", "INT16", vec![2], None)],
-            raw_input_contents: vec![[(-3i16).to_le_bytes(), 300i16.to_le_bytes()].concat()],
+            raw_input_contents: vec![
+                [(-3i16).to_le_bytes(), 300i16.to_le_bytes()]
+                    .concat()
+                    .into(),
+            ],
             ..Default::default()
         };
         let a = decode_request(typed).unwrap();
@@ -274,7 +278,7 @@ mod tests {
                 input("x", "FP32", vec![1], None),
                 input("y", "FP32", vec![1], None),
             ],
-            raw_input_contents: vec![vec![0; 4]],
+            raw_input_contents: vec![vec![0; 4].into()],
             ..Default::default()
         })
         .unwrap_err();

@@ -87,7 +87,10 @@ type HttpRequest = http::Request<tonic::body::Body>;
 /// client) fails with DEADLINE_EXCEEDED instead of holding the call open.
 struct Deadline {
     inner: tonic::body::Body,
-    sleep: Pin<Box<tokio::time::Sleep>>,
+    due: tokio::time::Instant,
+    /// Armed at the first wait only: a small message usually arrives with its headers, and a
+    /// timer per call costs a timer-wheel entry and its removal.
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     timeout: Duration,
 }
 
@@ -104,7 +107,11 @@ impl Body for Deadline {
             Poll::Pending => {}
             ready => return ready,
         }
-        if this.sleep.as_mut().poll(cx).is_ready() {
+        let due = this.due;
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        if sleep.as_mut().poll(cx).is_ready() {
             metrics::record_connection_error("grpc", "read_timeout");
             return Poll::Ready(Some(Err(Status::deadline_exceeded(format!(
                 "the request message did not arrive within {:.1} s (see --request-read-timeout-secs)",
@@ -170,10 +177,12 @@ where
             req
         } else {
             let timeout = self.guard.read_timeout;
+            let due = tokio::time::Instant::now() + timeout;
             req.map(|inner| {
                 tonic::body::Body::new(Deadline {
                     inner,
-                    sleep: Box::pin(tokio::time::sleep(timeout)),
+                    due,
+                    sleep: None,
                     timeout,
                 })
             })

@@ -131,11 +131,12 @@ impl GrpcFrontEnd {
     async fn infer_one(
         &self,
         started: Instant,
-        req: pb::ModelInferRequest,
+        mut req: pb::ModelInferRequest,
         metadata: &tonic::metadata::MetadataMap,
     ) -> (Result<pb::ModelInferResponse, Error>, Option<Variant>) {
-        let model = req.model_name.clone();
-        let version = req.model_version.clone();
+        // Taken, not cloned: the decoder reads neither.
+        let model = std::mem::take(&mut req.model_name);
+        let version = std::mem::take(&mut req.model_version);
         let decoded = convert::decode_request(req);
         let header = |name: &str| {
             metadata
