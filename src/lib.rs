@@ -5,7 +5,7 @@
 //! - `auth`, `tls`, `listener`: who may call what, TLS, accepting connections (both front ends);
 //! - `core`: protocol-agnostic tensors, requests, signatures and validation;
 //! - `codec`: the V2 JSON wire format and Triton's binary tensor extension (REST and warm-up files);
-//! - `batching`: the per-version queue, batcher thread and workers;
+//! - `batching`: the per-version queue and the workers that take batches from it;
 //! - `runtime`: ONNX Runtime (library loading, sessions) behind a small `Backend` trait;
 //! - `registry`: where models come from (folder backend, `config.toml`);
 //! - `models`: the live model table and loading;
