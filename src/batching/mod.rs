@@ -141,7 +141,8 @@ impl Scheduler {
 
     /// Queues a request and waits for its outputs. Refuses at once when the queue is full.
     /// Dropping the returned future withdraws the request if it has not started running, and a
-    /// request still queued at its deadline withdraws itself and fails.
+    /// request still queued at its deadline withdraws itself and fails (with a `timeout`, a tokio
+    /// runtime must have its timers enabled).
     pub async fn run(
         &self,
         inputs: Vec<Tensor>,
@@ -163,7 +164,10 @@ impl Scheduler {
             queue: &self.queue,
             seq: Some(seq),
         };
-        let answer = match deadline {
+        // The caller's own timer needs tokio's; without one, a worker still refuses to run a
+        // request past its deadline, it just answers when it reaches it.
+        let timer = deadline.filter(|_| tokio::runtime::Handle::try_current().is_ok());
+        let answer = match timer {
             None => (&mut rx).await,
             Some(d) => tokio::select! {
                 biased;

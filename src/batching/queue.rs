@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_utils::Backoff;
 
@@ -30,7 +30,8 @@ pub(crate) enum Plan {
 /// `max_queue_delay`.
 pub(crate) fn plan(queue: &VecDeque<Job>, s: &BatchSettings, now: Instant) -> Plan {
     let Some(front) = queue.front() else {
-        return Plan::WaitUntil(now + s.max_queue_delay);
+        // Never asked for (workers plan only a non-empty queue); nothing is due.
+        return Plan::WaitUntil(now + s.max_queue_delay.max(Duration::from_millis(50)));
     };
     let Some(front_rows) = front.rows else {
         return Plan::Dispatch(1);
@@ -106,8 +107,8 @@ impl Queue {
         }
     }
 
-    /// A worker that panicked while holding the lock left the queue itself consistent (every
-    /// change under it is a single push or drain), so its poison is ignored.
+    /// Nothing that runs under the lock can panic half-way through a change (pushes, removals,
+    /// drains and counters), so a poisoned lock still guards a consistent queue.
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -141,9 +142,10 @@ impl Queue {
         st.next_seq += 1;
         job.seq = seq;
         st.queue.push_back(job);
+        // Counted before a worker can take it, so the gauge never reads below zero.
+        self.metrics.pending.increment(1.0);
         let wake = st.waiting > 0;
         drop(st);
-        self.metrics.pending.increment(1.0);
         if wake {
             self.work.notify_one();
         }
@@ -166,9 +168,15 @@ impl Queue {
         let Ok(i) = st.queue.binary_search_by_key(&seq, |j| j.seq) else {
             return false;
         };
-        st.queue.remove(i);
+        let job = st.queue.remove(i);
+        // A new front may make a batch due now (a preferred size, say): a waiting worker re-plans.
+        let wake = i == 0 && st.waiting > 0 && !st.queue.is_empty();
         drop(st);
+        drop(job);
         self.left_queue(1);
+        if wake {
+            self.work.notify_one();
+        }
         true
     }
 
@@ -208,7 +216,13 @@ impl Queue {
             match plan {
                 Some(Plan::Dispatch(n)) => {
                     let batch: Vec<Job> = st.queue.drain(..n).collect();
+                    // What is left may be a batch due now too (it did not fit this one): the
+                    // wake-up that brought this worker is passed on to another waiting one.
+                    let more = !st.queue.is_empty() && st.waiting > 0;
                     drop(st);
+                    if more {
+                        self.work.notify_one();
+                    }
                     self.left_queue(n);
                     let batch = self.expire(batch, now);
                     if batch.is_empty() {

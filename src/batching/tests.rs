@@ -336,6 +336,72 @@ async fn a_withdrawn_request_is_removed_and_not_run() {
     assert!(h.log.lock().unwrap().iter().all(|run| !run.contains(&77.0)));
 }
 
+/// Holds every run whose first value is 1.0 until released; doubles otherwise.
+struct HoldOnes {
+    release: channel::Receiver<()>,
+    _live: SessionToken,
+}
+
+impl Backend for HoldOnes {
+    fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        let TensorData::Fp32(v) = &inputs[0].data else {
+            return Err(Error::Inference("want FP32".into()));
+        };
+        if v.first() == Some(&1.0) {
+            let _ = self.release.recv();
+        }
+        Ok(vec![Tensor::new(
+            "y",
+            inputs[0].shape.clone(),
+            TensorData::Fp32(doubled(inputs)),
+        )])
+    }
+}
+
+/// Two workers, a queue delay longer than any test: a request that cannot join the batch a worker
+/// is waiting to fill must not wait for that delay while the other worker is free. Without the
+/// wake-up passed on, B waits for A's worker, held here until B is done: the test hangs and the
+/// guard timeout fails it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_cannot_join_the_waiting_batch_goes_to_the_other_free_worker() {
+    let mut s = settings(8, 100);
+    s.max_queue_delay = Duration::from_secs(3600);
+    let live = LiveSessions::default();
+    let (release, hold) = channel::unbounded();
+    let backends: Vec<Box<dyn Backend>> = (0..2)
+        .map(|_| {
+            Box::new(HoldOnes {
+                release: hold.clone(),
+                _live: live.token(),
+            }) as Box<dyn Backend>
+        })
+        .collect();
+    let scheduler = Arc::new(
+        Scheduler::start(
+            "model 'test' version 1".into(),
+            "test",
+            s,
+            backends,
+            VersionMetrics::noop(),
+        )
+        .unwrap(),
+    );
+    // Both workers wait (an hour) for A to find company; B (9 rows, over the maximum of 8) cannot
+    // join it, so A's batch goes now and is held, and B must go to the other worker.
+    let (a, b) = (scheduler.clone(), scheduler.clone());
+    let first = tokio::spawn(async move { a.run(rows(1.0, 1, 2), Some(1), None).await });
+    wait_queued(&scheduler, 1).await;
+    let second = tokio::spawn(async move { b.run(rows(2.0, 9, 2), Some(9), None).await });
+    let guard = Duration::from_secs(60);
+    let b_out = tokio::time::timeout(guard, second)
+        .await
+        .expect("B waited behind A's held worker");
+    assert_eq!(output(&b_out.unwrap().unwrap()).len(), 18);
+    release.send(()).unwrap();
+    let a_out = first.await.unwrap().unwrap();
+    assert_eq!(output(&a_out), vec![2.0, 2.0]);
+}
+
 fn job(rows_: Option<usize>, cols: usize, enqueued: Instant) -> Job {
     let (reply, _rx) = oneshot::channel();
     Job {
