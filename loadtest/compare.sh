@@ -41,7 +41,7 @@ trap cleanup EXIT
 if [ "$QUICK" = 1 ]; then rm -f "$OUT"/G*-*; else rm -f "$OUT"/[ABCDG]*-*; fi
 
 echo "== build"
-cargo build --release --workspace --examples -q
+cargo build --release --workspace --bins --examples -q   # --examples alone builds no binaries
 if [ ! -f target/bench-models/mlp_mid/1/model.onnx ]; then
   python3 -m venv target/tmp/bench-venv
   target/tmp/bench-venv/bin/pip install -q -r models/requirements.txt
