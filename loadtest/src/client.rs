@@ -297,11 +297,10 @@ impl tonic::codec::Decoder for RawCodec {
     }
 }
 
-/// One HTTP/2 connection that sends ModelInfer calls; clones share it.
+/// One HTTP/2 connection that sends ModelInfer calls (with `Auth`'s token); clones share it.
 #[derive(Clone)]
 pub struct GrpcClient {
-    grpc: tonic::client::Grpc<Channel>,
-    token: Option<AsciiMetadataValue>,
+    grpc: tonic::client::Grpc<InterceptedService<Channel, Auth>>,
 }
 
 /// Opens one HTTP/2 connection. `timeout` bounds each call made through it (`None`: the caller
@@ -348,11 +347,11 @@ pub async fn grpc_channel(
 /// A connection for the load itself (callers bound each call with their own timeout).
 pub async fn grpc_load_channel(endpoint: &Endpoint) -> Result<GrpcClient, String> {
     let channel = connect(endpoint, None).await?;
+    let authed = InterceptedService::new(channel, Auth(endpoint.metadata.clone()));
     Ok(GrpcClient {
-        grpc: tonic::client::Grpc::new(channel)
+        grpc: tonic::client::Grpc::new(authed)
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX),
-        token: endpoint.metadata.clone(),
     })
 }
 
@@ -364,10 +363,7 @@ pub async fn grpc_infer(client: &mut GrpcClient, body: &Body) -> Outcome {
     if client.grpc.ready().await.is_err() {
         return Err("io".into());
     }
-    let mut req = tonic::Request::new(message.clone());
-    if let Some(token) = &client.token {
-        req.metadata_mut().insert("authorization", token.clone());
-    }
+    let req = tonic::Request::new(message.clone());
     let path = hyper::http::uri::PathAndQuery::from_static(MODEL_INFER);
     match client.grpc.unary(req, path, RawCodec).await {
         Ok(_) => Ok(()),
